@@ -1,0 +1,101 @@
+"""The exact bytes that get signed, and the few Ed25519 helpers both sides use.
+
+Signatures cover a canonical encoding built here, field by field with explicit lengths, never a
+protobuf serialization (whose bytes are not guaranteed stable). Change a layout and bump
+PROTOCOL_VERSION: old signatures must stop verifying.
+"""
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Mapping
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+PROTOCOL_VERSION = 1
+
+
+def _field(value: str | bytes | int | float) -> bytes:
+    # Type tag + length prefix: no two different field sequences encode to the same bytes.
+    if isinstance(value, bool):
+        raise TypeError("booleans are not canonical fields")
+    if isinstance(value, int):
+        return b"i" + struct.pack(">q", value)
+    if isinstance(value, float):
+        return b"f" + struct.pack(">d", value)
+    raw = value.encode() if isinstance(value, str) else bytes(value)
+    return (b"s" if isinstance(value, str) else b"b") + struct.pack(">I", len(raw)) + raw
+
+
+def canonical(domain: str, *fields: str | bytes | int | float) -> bytes:
+    """Domain-separated encoding: a register signature can never pass as a result signature."""
+    return _field(domain) + b"".join(_field(f) for f in fields)
+
+
+def canonical_metrics(metrics: Mapping[str, float]) -> bytes:
+    return b"".join(_field(name) + _field(float(metrics[name])) for name in sorted(metrics))
+
+
+def result_digest(*, job_id: str, round_no: int, shard: int, lease_id: str, params_digest: str,
+                  payload_digest: str, metrics: Mapping[str, float],
+                  protocol_version: int = PROTOCOL_VERSION) -> bytes:
+    body = canonical("shardgrid/result", protocol_version, job_id, round_no, shard, lease_id,
+                     params_digest, payload_digest, canonical_metrics(metrics))
+    return hashlib.sha256(body).digest()
+
+
+def register_bytes(public_key: bytes, timestamp_ms: int, profile_fingerprint: str) -> bytes:
+    return canonical("shardgrid/register", PROTOCOL_VERSION, public_key, timestamp_ms,
+                     profile_fingerprint)
+
+
+def lease_bytes(*, lease_id: str, worker_id: str, job_id: str, round_no: int, shard: int,
+                params_digest: str, deadline_ms: int) -> bytes:
+    return canonical("shardgrid/lease", PROTOCOL_VERSION, lease_id, worker_id, job_id, round_no,
+                     shard, params_digest, deadline_ms)
+
+
+def receipt_bytes(*, worker_id: str, result: bytes, samples: int, flops: float,
+                  credits: float) -> bytes:
+    return canonical("shardgrid/receipt", PROTOCOL_VERSION, worker_id, result, samples, flops,
+                     credits)
+
+
+def worker_id_for(public_key: bytes) -> str:
+    """A worker is the hash of its public key: nobody can claim an id without the key."""
+    return hashlib.sha256(public_key).hexdigest()[:20]
+
+
+def public_bytes(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
+    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def load_or_create_key(path) -> Ed25519PrivateKey:
+    """Load a raw 32-byte private key, creating it (mode 0600) on first use."""
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    if path.exists():
+        raw = path.read_bytes()
+        if len(raw) != 32:
+            raise ValueError(f"{path} is not a 32-byte Ed25519 private key")
+        return Ed25519PrivateKey.from_private_bytes(raw)
+    key = Ed25519PrivateKey.generate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                   serialization.NoEncryption()))
+    return key
