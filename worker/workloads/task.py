@@ -6,7 +6,7 @@ the coordinator's spot check recomputes the same update from the same inputs.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -33,7 +33,6 @@ class WorkloadConfig:
     mode: str = "sync"
     local_steps: int = 1
     local_lr: float = 0.1
-    extra: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
