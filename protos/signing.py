@@ -46,9 +46,17 @@ def result_digest(*, job_id: str, round_no: int, shard: int, lease_id: str, para
     return hashlib.sha256(body).digest()
 
 
-def register_bytes(public_key: bytes, timestamp_ms: int, profile_fingerprint: str) -> bytes:
+def canonical_profile(profile: Mapping[str, str | int | float]) -> bytes:
+    # Numbers as float64 whatever their Python type, so an int that came back from a proto double
+    # signs the same as before it left.
+    return b"".join(_field(k) + _field(v if isinstance(v, str) else float(v))
+                    for k, v in sorted(profile.items()))
+
+
+def register_bytes(public_key: bytes, timestamp_ms: int,
+                   profile: Mapping[str, str | int | float]) -> bytes:
     return canonical("shardgrid/register", PROTOCOL_VERSION, public_key, timestamp_ms,
-                     profile_fingerprint)
+                     canonical_profile(profile))
 
 
 def lease_bytes(*, lease_id: str, worker_id: str, job_id: str, round_no: int, shard: int,

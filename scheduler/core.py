@@ -1,0 +1,315 @@
+"""The coordinator's state core: workers, jobs, leases, results and round commits, without gRPC.
+
+Every public method takes and returns plain values and dataclasses, so the whole protocol logic is
+testable in-process; scheduler/service.py only translates messages. One lock guards memory and
+store; slow work (hashing, signature checks, aggregation) runs outside it.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from protos import signing
+from scheduler import rounds
+from scheduler.blobs import BlobStore
+from scheduler.errors import GatewayError, JobNotFound, Reject
+from scheduler.jobs import TERMINAL, JobRuntime, Lease
+from scheduler.placement import choose_shard
+from scheduler.spec import parse_spec
+from scheduler.store import Store, dumps
+from scheduler.submission import ResultCheck, Submission, Verdict
+from worker.workloads import WorkloadConfig
+
+REGISTER_WINDOW_S = 120.0
+
+
+@dataclass
+class WorkerRecord:
+    worker_id: str
+    public_key: bytes
+    token: bytes
+    profile: dict
+    last_seen: float
+    reputation: float = 0.0
+    banned: bool = False
+
+
+@dataclass(frozen=True)
+class LeaseGrant:
+    lease: Lease
+    params_digest: str
+    params_size: int
+    workload_json: str
+    signature: bytes
+
+
+class Coordinator:
+    def __init__(self, db_path: str | Path, *, heartbeat_interval_s: float = 2.0,
+                 clock: Callable[[], float] = time.time):
+        db_path = Path(db_path)
+        self.store = Store(db_path)
+        # Blobs live beside the database: state.db -> state.db.blobs/
+        self.blobs = BlobStore(db_path.with_name(db_path.name + ".blobs"))
+        self.clock = clock
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
+        self.key = self._load_key()
+        self.public_key = signing.public_bytes(self.key)
+        self.workers: dict[str, WorkerRecord] = {}
+        self.jobs: dict[str, JobRuntime] = {}
+        self.checker = ResultCheck(self)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        rounds.recover(self)
+
+    # ------------------------------------------------------------------ lifecycle
+    def _load_key(self) -> Ed25519PrivateKey:
+        raw = self.store.get_meta("coordinator_key")
+        if raw is None:
+            key = Ed25519PrivateKey.generate()
+            from cryptography.hazmat.primitives import serialization as ser
+            raw = key.private_bytes(ser.Encoding.Raw, ser.PrivateFormat.Raw, ser.NoEncryption())
+            self.store.set_meta("coordinator_key", raw)
+        return Ed25519PrivateKey.from_private_bytes(raw)
+
+    def start(self) -> None:
+        """Start the round driver (the only thread that aggregates) and the lease reaper."""
+        for target, name in ((self._drive_rounds, "round-driver"), (self._reap, "lease-reaper")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self.changed:
+            self.changed.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self.store.close()
+
+    def _notify(self, job: JobRuntime | None = None) -> None:
+        if job is not None:
+            job.version += 1
+        self.changed.notify_all()
+
+    # ------------------------------------------------------------------ workers
+    def register(self, public_key: bytes, profile: dict, timestamp_ms: int,
+                 signature: bytes) -> WorkerRecord:
+        now = self.clock()
+        if len(public_key) != 32:
+            raise GatewayError(Reject.MALFORMED, "public key must be 32 raw Ed25519 bytes")
+        if abs(now - timestamp_ms / 1000.0) > REGISTER_WINDOW_S:
+            raise GatewayError(Reject.BAD_SIGNATURE, "registration timestamp outside the window")
+        if not signing.verify(public_key, signature,
+                              signing.register_bytes(public_key, timestamp_ms, profile)):
+            raise GatewayError(Reject.BAD_SIGNATURE, "registration signature does not verify")
+        worker_id = signing.worker_id_for(public_key)
+        with self.lock:
+            known = self.workers.get(worker_id)
+            if known is not None and known.banned:
+                raise GatewayError(Reject.BANNED, f"worker {worker_id} is banned")
+            token = secrets.token_bytes(16)
+            record = WorkerRecord(worker_id, public_key, token, profile, now,
+                                  known.reputation if known else 0.0)
+            self.workers[worker_id] = record
+            with self.store.transaction() as db:
+                db.execute("INSERT INTO workers(worker_id, public_key, session_token, profile_json,"
+                           " registered_at, last_seen) VALUES(?,?,?,?,?,?) ON CONFLICT(worker_id) DO"
+                           " UPDATE SET session_token=excluded.session_token, profile_json="
+                           "excluded.profile_json, last_seen=excluded.last_seen",
+                           (worker_id, public_key, token, dumps(profile), now, now))
+            return record
+
+    def authenticate(self, worker_id: str, token: bytes) -> WorkerRecord:
+        """Caller holds the lock. Sessions are cheap bearer tokens; results carry signatures."""
+        record = self.workers.get(worker_id)
+        if record is None or not secrets.compare_digest(record.token, token or b""):
+            raise GatewayError(Reject.UNKNOWN_WORKER, "unknown worker or stale session: register again")
+        if record.banned:
+            raise GatewayError(Reject.BANNED, f"worker {worker_id} is banned")
+        record.last_seen = self.clock()
+        return record
+
+    def heartbeat(self, worker_id: str, token: bytes, active_lease_ids: list[str]) -> list[str]:
+        """Returns the leases the worker should abandon (expired, cancelled or round closed)."""
+        with self.lock:
+            self.authenticate(worker_id, token)
+            live = {lid for job in self.jobs.values() for lid, lease in job.leases.items()
+                    if lease.state in ("active", "submitting")}
+            return [lid for lid in active_lease_ids if lid not in live]
+
+    # ------------------------------------------------------------------ tasks
+    def fetch_task(self, worker_id: str, token: bytes, wait_s: float = 0.0) -> LeaseGrant | None:
+        """Lease the next pending shard to this worker, waiting up to `wait_s` for one (long-poll)."""
+        deadline = time.monotonic() + max(0.0, wait_s)
+        with self.changed:
+            while True:
+                self.authenticate(worker_id, token)
+                grant = self._try_lease(worker_id)
+                remaining = deadline - time.monotonic()
+                if grant is not None or remaining <= 0 or self._stop.is_set():
+                    return grant
+                self.changed.wait(remaining)
+
+    def _try_lease(self, worker_id: str) -> LeaseGrant | None:
+        for job in sorted(self.jobs.values(), key=lambda j: j.created_at):
+            if not job.running or job.aggregating:
+                continue
+            shard = choose_shard(job.spec.shards, job.settled(), job.leased(), worker_id)
+            if shard is None:
+                continue
+            now = self.clock()
+            lease = Lease(secrets.token_hex(12), job.job_id, job.round, shard, worker_id, now,
+                          now + job.spec.lease_timeout_s)
+            job.leases[lease.lease_id] = lease
+            self.store.execute("INSERT INTO leases VALUES(?,?,?,?,?,?,?,?)",
+                               (lease.lease_id, job.job_id, job.round, shard, worker_id, now,
+                                lease.deadline, "active"))
+            deadline_ms = int(lease.deadline * 1000)
+            signature = self.key.sign(signing.lease_bytes(
+                lease_id=lease.lease_id, worker_id=worker_id, job_id=job.job_id,
+                round_no=job.round, shard=shard, params_digest=job.params_digest,
+                deadline_ms=deadline_ms))
+            return LeaseGrant(lease, job.params_digest, job.params.nbytes,
+                              job.spec.workload.to_json(), signature)
+        return None
+
+    def read_blob(self, digest: str) -> bytes:
+        return self.blobs.get(digest)
+
+    def submit_result(self, submission: Submission, payload: bytes) -> Verdict:
+        return self.checker.submit(submission, payload)
+
+    def _expire_leases(self) -> None:
+        """Caller holds the lock: leases past their deadline, or held by silent workers, reopen."""
+        now = self.clock()
+        silent_after = 3 * self.heartbeat_interval_s
+        for job in self.jobs.values():
+            for lease in list(job.leases.values()):
+                if lease.state != "active":
+                    continue
+                worker = self.workers.get(lease.worker_id)
+                silent = worker is None or now - worker.last_seen > silent_after
+                if now > lease.deadline or silent:
+                    lease.state = "expired"
+                    del job.leases[lease.lease_id]
+                    self.store.execute("UPDATE leases SET state='expired' WHERE lease_id=?",
+                                       (lease.lease_id,))
+                    self._notify(job)
+
+    def _reap(self) -> None:
+        while not self._stop.wait(0.25):
+            with self.lock:
+                self._expire_leases()
+
+    # ------------------------------------------------------------------ rounds
+    def _drive_rounds(self) -> None:
+        while not self._stop.is_set():
+            with self.changed:
+                ready = [job for job in self.jobs.values() if job.ready_to_close()]
+                if not ready:
+                    self.changed.wait(0.5)
+                    continue
+                job = ready[0]
+                job.aggregating = True
+                self._notify(job)
+            try:
+                rounds.close_round(self, job)
+            except Exception as exc:  # a bug must fail the job loudly, not hang it
+                with self.lock:
+                    job.aggregating = False
+                    self.finish_job(job, "failed", error=f"aggregation failed: {exc!r}")
+
+    def finish_job(self, job: JobRuntime, status: str, error: str | None = None) -> None:
+        """Caller holds the lock."""
+        job.status = status
+        for lease in job.leases.values():
+            lease.state = "cancelled"
+        job.leases.clear()
+        with self.store.transaction() as db:
+            db.execute("UPDATE leases SET state='cancelled' WHERE job_id=? AND state='active'",
+                       (job.job_id,))
+            db.execute("UPDATE jobs SET status=?, finished_at=?, error=? WHERE job_id=?",
+                       (status, self.clock(), error, job.job_id))
+        self._notify(job)
+
+    # ------------------------------------------------------------------ jobs
+    def submit_job(self, spec_toml: str) -> str:
+        spec = parse_spec(spec_toml)
+        config: WorkloadConfig = spec.workload
+        params = config.initial_params()
+        job_id = f"job-{secrets.token_hex(4)}"
+        rounds.create_job(self, job_id, spec, spec_toml, params)
+        return job_id
+
+    def job(self, job_id: str) -> JobRuntime:
+        with self.lock:
+            job = self.jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(f"no job {job_id!r}")
+        return job
+
+    def cancel_job(self, job_id: str) -> None:
+        with self.lock:
+            job = self.job(job_id)
+            if job.status not in TERMINAL:
+                self.finish_job(job, "cancelled")
+
+    def wait_for_change(self, job_id: str, seen_version: int, timeout: float) -> int:
+        job = self.job(job_id)
+        with self.changed:
+            if job.version == seen_version and not self._stop.is_set():
+                self.changed.wait(timeout)
+            return job.version
+
+    def job_figures(self, job_id: str) -> dict:
+        """Everything a status call reports, as plain values."""
+        job = self.job(job_id)
+        row = self.store.one("SELECT * FROM jobs WHERE job_id=?", (job_id,))
+        rejected = {Reject(code).label: n for code, n in self.store.rejection_counts(job_id).items()}
+        end = row["finished_at"] or self.clock()
+        with self.lock:
+            waiting = job.waiting_for()
+        return {
+            "job_id": job_id, "name": job.spec.name, "status": job.status, "round": job.round,
+            "rounds_total": job.spec.rounds, "final_loss": row["final_loss"] or 0.0,
+            "final_accuracy": row["final_accuracy"] or 0.0, "wall_s": end - row["created_at"],
+            "results_accepted": self.store.accepted_count(job_id),
+            "results_rejected": sum(rejected.values()), "rejected_by_reason": rejected,
+            "waiting_for": waiting, "error": row["error"] or "",
+            "workers": self.store.contributing_workers(job_id), "spec_toml": job.spec_toml,
+        }
+
+    def model_bytes(self, job_id: str) -> tuple[str, bytes]:
+        job = self.job(job_id)
+        with self.lock:
+            digest = job.params_digest
+        return digest, self.blobs.get(digest)
+
+    def worker_figures(self) -> list[dict]:
+        ledger = self.store.ledger_by_worker()
+        now = self.clock()
+        with self.lock:
+            records = list(self.workers.values())
+        return [{
+            "worker_id": w.worker_id, "profile": w.profile, "last_seen_s": now - w.last_seen,
+            "online": now - w.last_seen <= 3 * self.heartbeat_interval_s,
+            "reputation": w.reputation, "banned": w.banned,
+            "shards_accepted": ledger.get(w.worker_id, {}).get("shards") or 0,
+            "samples": ledger.get(w.worker_id, {}).get("samples") or 0,
+            "flops": ledger.get(w.worker_id, {}).get("flops") or 0.0,
+            "credits": ledger.get(w.worker_id, {}).get("credits") or 0.0,
+        } for w in sorted(records, key=lambda w: w.worker_id)]
+
+
+def load_profile(raw: str) -> dict:
+    return json.loads(raw or "{}")

@@ -1,0 +1,134 @@
+"""The coordinator's durable state: one SQLite file in WAL mode.
+
+What MUST hold, whatever instant the process dies at:
+- a result is either absent or fully recorded (row, lease marked used, ledger entry) together;
+- a round commit (new parameters, optimizer state, round row, job pointer) is one transaction, so
+  a restart either redoes the whole aggregation from the stored updates or sees it done, never half;
+- a lease id appears in at most one accepted result (PRIMARY KEY), so replays cannot double count.
+Tasks are not stored: a shard of the current round is open until an accepted result exists for it.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB);
+CREATE TABLE IF NOT EXISTS workers(
+    worker_id TEXT PRIMARY KEY, public_key BLOB NOT NULL, session_token BLOB,
+    profile_json TEXT NOT NULL DEFAULT '{}', registered_at REAL, last_seen REAL,
+    reputation REAL NOT NULL DEFAULT 0, streak INTEGER NOT NULL DEFAULT 0,
+    proven_wrong INTEGER NOT NULL DEFAULT 0, banned INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS jobs(
+    job_id TEXT PRIMARY KEY, name TEXT, spec_toml TEXT NOT NULL, status TEXT NOT NULL,
+    round INTEGER NOT NULL DEFAULT 0, params_digest TEXT, optimizer_digest TEXT,
+    created_at REAL, finished_at REAL, final_loss REAL, final_accuracy REAL, error TEXT,
+    elapsed_s REAL NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS rounds(
+    job_id TEXT, round INTEGER, params_digest TEXT, next_params_digest TEXT, loss REAL,
+    accuracy REAL, updates INTEGER, wall_s REAL, closed_at REAL, PRIMARY KEY(job_id, round));
+CREATE TABLE IF NOT EXISTS leases(
+    lease_id TEXT PRIMARY KEY, job_id TEXT NOT NULL, round INTEGER NOT NULL, shard INTEGER NOT NULL,
+    worker_id TEXT NOT NULL, issued_at REAL, deadline REAL, state TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS leases_open ON leases(job_id, round, state);
+CREATE TABLE IF NOT EXISTS results(
+    lease_id TEXT PRIMARY KEY, job_id TEXT NOT NULL, round INTEGER NOT NULL, shard INTEGER NOT NULL,
+    worker_id TEXT NOT NULL, payload_digest TEXT NOT NULL, metrics_json TEXT, signature BLOB,
+    state TEXT NOT NULL, received_at REAL);
+CREATE INDEX IF NOT EXISTS results_round ON results(job_id, round, state);
+CREATE TABLE IF NOT EXISTS rejections(
+    id INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT, worker_id TEXT, lease_id TEXT,
+    code INTEGER NOT NULL, message TEXT, at REAL);
+CREATE TABLE IF NOT EXISTS ledger(
+    lease_id TEXT PRIMARY KEY, worker_id TEXT NOT NULL, job_id TEXT, round INTEGER, shard INTEGER,
+    samples INTEGER, flops REAL, credits REAL, receipt BLOB, at REAL);
+"""
+
+
+class Store:
+    """A thread-safe wrapper around one connection; callers group writes with `transaction()`."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a killed process (our failure model); only power loss can
+        # drop the last transactions.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        self._depth = 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            outer = self._depth == 0
+            if outer:
+                self._db.execute("BEGIN IMMEDIATE")
+            self._depth += 1
+            try:
+                yield self._db
+            except BaseException:
+                self._depth -= 1
+                if outer:
+                    self._db.execute("ROLLBACK")
+                raise
+            self._depth -= 1
+            if outer:
+                self._db.execute("COMMIT")
+
+    def query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def one(self, sql: str, args: tuple = ()) -> sqlite3.Row | None:
+        with self._lock:
+            return self._db.execute(sql, args).fetchone()
+
+    def execute(self, sql: str, args: tuple = ()) -> None:
+        with self.transaction() as db:
+            db.execute(sql, args)
+
+    # ------------------------------------------------------------------ meta
+    def get_meta(self, key: str) -> bytes | None:
+        row = self.one("SELECT value FROM meta WHERE key=?", (key,))
+        return None if row is None else bytes(row["value"])
+
+    def set_meta(self, key: str, value: bytes) -> None:
+        self.execute("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", (key, value))
+
+    # ------------------------------------------------------------------ figures
+    def rejection_counts(self, job_id: str) -> dict[int, int]:
+        rows = self.query("SELECT code, COUNT(*) AS n FROM rejections WHERE job_id=? GROUP BY code",
+                          (job_id,))
+        return {row["code"]: row["n"] for row in rows}
+
+    def accepted_count(self, job_id: str) -> int:
+        row = self.one("SELECT COUNT(*) AS n FROM results WHERE job_id=? AND state='accepted'",
+                       (job_id,))
+        return row["n"]
+
+    def contributing_workers(self, job_id: str) -> int:
+        row = self.one("SELECT COUNT(DISTINCT worker_id) AS n FROM results "
+                       "WHERE job_id=? AND state='accepted'", (job_id,))
+        return row["n"]
+
+    def ledger_by_worker(self) -> dict[str, dict[str, Any]]:
+        rows = self.query("SELECT worker_id, COUNT(*) AS shards, SUM(samples) AS samples, "
+                          "SUM(flops) AS flops, SUM(credits) AS credits FROM ledger GROUP BY worker_id")
+        return {row["worker_id"]: dict(row) for row in rows}
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))

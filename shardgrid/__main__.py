@@ -1,0 +1,5 @@
+import sys
+
+from shardgrid.cli import main
+
+sys.exit(main())

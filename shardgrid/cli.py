@@ -1,0 +1,200 @@
+"""The `shardgrid` console script: each subcommand dispatches to the package that does the work."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+DEFAULT_COORDINATOR = "127.0.0.1:50051"
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+
+
+def cmd_coordinator(args) -> int:
+    from scheduler.server import run
+
+    return run(args.db, args.host, args.port)
+
+
+def cmd_worker(args) -> int:
+    from worker.agent import WorkerAgent
+    from worker.profile import measure_profile
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    agent = WorkerAgent(args.coordinator, Path(args.key).expanduser(), measure_profile(),
+                        stop=stop, max_tasks=args.max_tasks)
+    try:
+        return agent.run()
+    finally:
+        agent.close()
+
+
+def cmd_submit(args) -> int:
+    from scheduler.client import JobClient
+    from scheduler.spec import load_spec
+
+    load_spec(args.spec)  # refuse a bad spec here, with the field named, before any network call
+    with JobClient(args.coordinator) as client:
+        job_id = client.submit(Path(args.spec).read_text())
+        if not args.wait:
+            print(json.dumps({"job_id": job_id}) if args.json else job_id)
+            return 0
+        from shardgrid.progress import follow
+
+        figures = follow(client, job_id, quiet=args.json)
+        _print_job(figures, args.json)
+        return 0 if figures["status"] == "completed" else 1
+
+
+def _print_job(figures: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(figures, sort_keys=True))
+        return
+    from shardgrid.progress import job_table
+
+    job_table(figures)
+
+
+def cmd_status(args) -> int:
+    from scheduler.client import JobClient
+
+    with JobClient(args.coordinator) as client:
+        if args.job_id:
+            _print_job(client.get(args.job_id), args.json)
+            return 0
+        jobs = client.list()
+    if args.json:
+        print(json.dumps(jobs, sort_keys=True))
+    else:
+        from shardgrid.progress import jobs_table
+
+        jobs_table(jobs)
+    return 0
+
+
+def cmd_workers(args) -> int:
+    from scheduler.client import JobClient
+
+    with JobClient(args.coordinator) as client:
+        workers = client.workers()
+    if args.json:
+        print(json.dumps(workers, sort_keys=True))
+    else:
+        from shardgrid.progress import workers_table
+
+        workers_table(workers)
+    return 0
+
+
+def cmd_cluster(args) -> int:
+    from deploy.local import LocalCluster
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    cluster = LocalCluster(workers=args.workers, workdir=args.workdir, port=args.port)
+    with cluster:
+        print(f"coordinator on {cluster.address}, {args.workers} workers; state and logs in "
+              f"{cluster.workdir}. Ctrl-C stops them all.", flush=True)
+        stop.wait()
+    print("cluster stopped", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from shardgrid.demo import run_demo
+
+    return run_demo(workers=args.workers, spec_path=args.spec, as_json=args.json)
+
+
+def cmd_bench(args, rest: list[str]) -> int:
+    from bench.run import main as bench_main
+
+    return bench_main(rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shardgrid", description="Verifiable training on "
+                                     "volunteer hardware: coordinator, workers, jobs, benchmarks.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("coordinator", help="run a coordinator until SIGINT/SIGTERM")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=50051, help="0 picks a free port")
+    p.add_argument("--db", default="./state.db", help="SQLite state file (blobs go beside it)")
+    p.set_defaults(func=cmd_coordinator)
+
+    p = sub.add_parser("worker", help="run a worker that pulls shards from a coordinator")
+    p.add_argument("--coordinator", default=DEFAULT_COORDINATOR)
+    p.add_argument("--key", default="~/.shardgrid/worker.key",
+                   help="Ed25519 key file, created on first run and reused after")
+    p.add_argument("--max-tasks", type=int, default=None, help="exit after this many accepted results")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("submit", help="submit a job spec (TOML)")
+    p.add_argument("spec")
+    p.add_argument("--coordinator", default=DEFAULT_COORDINATOR)
+    p.add_argument("--wait", action="store_true", help="follow progress until the job ends")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("status", help="show one job, or all jobs")
+    p.add_argument("job_id", nargs="?")
+    p.add_argument("--coordinator", default=DEFAULT_COORDINATOR)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("workers", help="list workers with their profile and verified work")
+    p.add_argument("--coordinator", default=DEFAULT_COORDINATOR)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_workers)
+
+    p = sub.add_parser("cluster", help="local clusters")
+    csub = p.add_subparsers(dest="action", required=True)
+    up = csub.add_parser("up", help="coordinator + N workers as local processes; Ctrl-C stops all")
+    up.add_argument("--workers", type=int, default=4)
+    up.add_argument("--port", type=int, default=50051)
+    up.add_argument("--workdir", default=None, help="state and logs (default: a temporary folder)")
+    up.set_defaults(func=cmd_cluster)
+
+    p = sub.add_parser("demo", help="train the example job on a local cluster and summarize")
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--spec", default=None, help="job spec (default: deploy/jobs/digits-mlp.toml)")
+    p.add_argument("--json", action="store_true", help="summary as one JSON object on the last line")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="shardgrid against a centralized Ray baseline",
+                       add_help=False)
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from scheduler.client import ClientError
+    from scheduler.spec import SpecError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    _setup_logging(args.verbose)
+    try:
+        if args.command == "bench":
+            return args.func(args, rest)
+        return args.func(args)
+    except (ClientError, SpecError) as exc:
+        print(f"shardgrid {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

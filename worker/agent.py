@@ -1,0 +1,185 @@
+"""The worker agent: register, then lease shards, compute them, sign and stream the results.
+
+Workers open every connection (NAT friendly). A dead or restarting coordinator is waited out with
+capped exponential backoff, announced on stderr; a lost session means registering again.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from protos import shardgrid_pb2 as pb
+from protos import shardgrid_pb2_grpc as rpc
+from protos import signing
+from protos.codec import (CHUNK_BYTES, ENCODING_F32LE, GRPC_OPTIONS, decode_tensor, encode_tensor,
+                          iter_chunks, reassemble, sha256_hex)
+from worker.profile import measure_profile
+from worker.workloads import WorkloadConfig, compute_update
+
+log = logging.getLogger("shardgrid.worker")
+LONG_POLL_MS = 5000
+RPC_TIMEOUT_S = 30.0
+
+
+class WorkerBanned(RuntimeError):
+    pass
+
+
+class Backoff:
+    """Capped exponential backoff with jitter, so a restarted coordinator is not stampeded."""
+
+    def __init__(self, first: float = 0.5, cap: float = 10.0):
+        self.first, self.cap, self.delay = first, cap, first
+
+    def next(self) -> float:
+        delay = self.delay * random.uniform(0.8, 1.2)
+        self.delay = min(self.cap, self.delay * 2)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+
+class WorkerAgent:
+    def __init__(self, coordinator: str, key_path: str | Path, profile: dict | None = None,
+                 stop: threading.Event | None = None, max_tasks: int | None = None):
+        self.address = coordinator
+        self.key = signing.load_or_create_key(key_path)
+        self.public_key = signing.public_bytes(self.key)
+        self.worker_id = signing.worker_id_for(self.public_key)
+        self.profile = profile or measure_profile()
+        self.stop = stop or threading.Event()
+        self.max_tasks = max_tasks
+        self.channel = grpc.insecure_channel(coordinator, options=GRPC_OPTIONS)
+        self.gateway = rpc.WorkerGatewayStub(self.channel)
+        self.token = b""
+        self.heartbeat_interval_s = 2.0
+        self.params_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.active_leases: set[str] = set()
+        self.cancelled: set[str] = set()
+        self.tasks_done = 0
+        self.backoff = Backoff()
+
+    # ------------------------------------------------------------------ session
+    def register(self) -> None:
+        timestamp_ms = int(time.time() * 1000)
+        signature = self.key.sign(signing.register_bytes(self.public_key, timestamp_ms, self.profile))
+        reply = self.gateway.Register(pb.RegisterRequest(
+            public_key=self.public_key, profile=pb.HardwareProfile(**self.profile),
+            timestamp_ms=timestamp_ms, signature=signature,
+            protocol_version=signing.PROTOCOL_VERSION), timeout=RPC_TIMEOUT_S)
+        self.token = reply.session_token
+        self.heartbeat_interval_s = reply.heartbeat_interval_ms / 1000.0 or 2.0
+        log.info("registered with %s as %s", self.address, self.worker_id)
+
+    def _heartbeats(self) -> None:
+        while not self.stop.wait(self.heartbeat_interval_s):
+            if not self.token:
+                continue
+            try:
+                reply = self.gateway.Heartbeat(pb.HeartbeatRequest(
+                    worker_id=self.worker_id, session_token=self.token,
+                    active_lease_ids=sorted(self.active_leases)), timeout=5.0)
+                self.cancelled.update(reply.cancelled_lease_ids)
+            except grpc.RpcError:
+                pass  # the task loop notices a dead coordinator and reconnects
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> int:
+        """Work until stopped (or `max_tasks` done). Returns a process exit code."""
+        threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True).start()
+        while not self.stop.is_set():
+            try:
+                if not self.token:
+                    self.register()
+                    self.backoff.reset()
+                self._one_task()
+                if self.max_tasks is not None and self.tasks_done >= self.max_tasks:
+                    return 0
+            except grpc.RpcError as exc:
+                code = exc.code()
+                if code == grpc.StatusCode.PERMISSION_DENIED:
+                    log.error("coordinator refused this worker: %s", exc.details())
+                    return 3
+                if code == grpc.StatusCode.UNAUTHENTICATED:
+                    log.warning("session not valid (%s); registering again", exc.details())
+                    self.token = b""
+                    continue
+                delay = self.backoff.next()
+                log.warning("coordinator at %s unreachable (%s); retrying in %.1fs",
+                            self.address, code.name if code else exc, delay)
+                self.stop.wait(delay)
+        return 0
+
+    def _one_task(self) -> None:
+        reply = self.gateway.FetchTask(pb.FetchTaskRequest(
+            worker_id=self.worker_id, session_token=self.token, wait_ms=LONG_POLL_MS),
+            timeout=LONG_POLL_MS / 1000.0 + RPC_TIMEOUT_S)
+        self.backoff.reset()
+        if not reply.has_task:
+            return
+        lease = reply.lease
+        self.active_leases.add(lease.lease_id)
+        try:
+            params = self._params(lease.params_digest)
+            config = WorkloadConfig.from_json(lease.workload_json)
+            result = compute_update(config, params, lease.round, lease.shard)
+            if lease.lease_id in self.cancelled:
+                log.info("lease %s cancelled while computing; dropping the result", lease.lease_id)
+                return
+            answer = self.submit(lease, encode_tensor(result.update), result.metrics())
+            if answer.accepted:
+                self.tasks_done += 1
+            else:
+                log.warning("result for round %d shard %d rejected: %s", lease.round, lease.shard,
+                            answer.message)
+        finally:
+            self.active_leases.discard(lease.lease_id)
+            self.cancelled.discard(lease.lease_id)
+
+    # ------------------------------------------------------------------ transfers
+    def _params(self, digest: str) -> np.ndarray:
+        """Each round's parameters cross the wire once per worker; a few versions stay cached."""
+        if digest in self.params_cache:
+            self.params_cache.move_to_end(digest)
+            return self.params_cache[digest]
+        stream = self.gateway.FetchBlob(pb.FetchBlobRequest(
+            worker_id=self.worker_id, session_token=self.token, digest=digest), timeout=RPC_TIMEOUT_S)
+        data = reassemble(((c.offset, c.total_size, c.data) for c in stream), digest)
+        params = decode_tensor(data)
+        self.params_cache[digest] = params
+        while len(self.params_cache) > 3:
+            self.params_cache.popitem(last=False)
+        return params
+
+    def submit(self, lease: pb.TaskLease, payload: bytes, metrics: dict[str, float],
+               sign_with=None) -> pb.SubmitReply:
+        payload_digest = sha256_hex(payload)
+        digest = signing.result_digest(job_id=lease.job_id, round_no=lease.round, shard=lease.shard,
+                                       lease_id=lease.lease_id, params_digest=lease.params_digest,
+                                       payload_digest=payload_digest, metrics=metrics)
+        header = pb.ResultHeader(
+            worker_id=self.worker_id, session_token=self.token,
+            protocol_version=signing.PROTOCOL_VERSION, job_id=lease.job_id, round=lease.round,
+            shard=lease.shard, lease_id=lease.lease_id, params_digest=lease.params_digest,
+            payload_digest=payload_digest, payload_size=len(payload), encoding=ENCODING_F32LE,
+            metrics=[pb.Metric(name=k, value=v) for k, v in sorted(metrics.items())],
+            signature=(sign_with or self.key).sign(digest))
+
+        def messages():
+            yield pb.ResultChunk(header=header)
+            for _, piece in iter_chunks(payload, CHUNK_BYTES):
+                yield pb.ResultChunk(data=piece)
+
+        return self.gateway.SubmitResult(messages(), timeout=RPC_TIMEOUT_S)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.channel.close()
