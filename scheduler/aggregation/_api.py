@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _basic, _clip, _distance, _order
-from ._config import GRAM_TILE, ORDER_TILE, QUANT_BLOCK, REDUCE_CHUNK, STREAM_BLOCK, kernel_guard
+from ._config import DISTANCE_TILE, ORDER_TILE, QUANT_BLOCK, REDUCE_CHUNK, STREAM_BLOCK, kernel_guard
 from ._errors import InvalidParameterError, InvalidUpdatesError, NonFiniteUpdateError
 from ._params import trim_count, validate_params
 from ._quant import dequantize_blocks, quantize_blocks
@@ -29,8 +29,8 @@ def _as_updates(updates: Any) -> np.ndarray:
         raise InvalidUpdatesError(f"updates must be float32, got {updates.dtype} (convert explicitly)")
     if updates.ndim != 2:
         raise InvalidUpdatesError(f"updates must be 2-D (n workers, d parameters), got shape {updates.shape}")
-    if updates.shape[0] == 0:
-        raise InvalidUpdatesError("updates must hold at least one row")
+    if updates.shape[0] == 0 or updates.shape[1] == 0:
+        raise InvalidUpdatesError(f"updates must hold at least one row and one column, got shape {updates.shape}")
     # A strided view would silently slow every kernel down; one copy is cheaper.
     return np.ascontiguousarray(updates)
 
@@ -104,11 +104,11 @@ def _trimmed_mean(x, p, screened):
 
 
 def pairwise_sq_distances(x: np.ndarray) -> np.ndarray:
-    """(n, n) float64 squared distances via the centered Gram matrix; raises on NaN/Inf rows."""
-    gram = _distance.centered_gram(x, REDUCE_CHUNK, GRAM_TILE)
-    if not np.isfinite(gram).all():
+    """(n, n) float64 squared distances between rows; raises on NaN/Inf rows."""
+    dist = _distance.pairwise_sq_distances(x, REDUCE_CHUNK, DISTANCE_TILE)
+    if not np.isfinite(dist).all():
         _raise_non_finite(x)
-    return _distance.squared_distances(gram)
+    return dist
 
 
 def _krum(x, p, screened):

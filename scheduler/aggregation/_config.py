@@ -32,8 +32,8 @@ STREAM_BLOCK = 2048
 # Columns per tile for the order-statistic kernels; an (n + 2, TILE) float32 buffer is
 # 34 KiB at n = 32 (L1-sized); wider tiles amortize the per-comparator overhead (measured).
 ORDER_TILE = 256
-# Columns per tile for the Gram kernel (float64 tile of (n, GRAM_TILE)).
-GRAM_TILE = 64
+# Columns per tile for the pairwise-distance kernel (float64 tile of (n, DISTANCE_TILE)).
+DISTANCE_TILE = 64
 # Columns per reduction chunk. Reductions over d (norms, Gram matrices) sum one partial
 # per chunk in chunk order, so results depend on d only, never on the thread count.
 REDUCE_CHUNK = 1 << 16
