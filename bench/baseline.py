@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 # Read by ray's constants at import time: with clusters "disabled" Ray takes the loopback address
 # as the node address instead of probing the route to a public resolver. Must precede `import ray`.
@@ -206,7 +207,10 @@ def run_baseline(spec: JobSpec, workers: int = 4,
         ray.get([a.ready.remote() for a in actors])
         result = RunResult("ray-baseline", workers, target_accuracy=spec.target_accuracy,
                            setup_s=time.perf_counter() - setup_started)
-        _train(spec, actors, result, on_round)
+        # One BLAS thread in the driver, like the coordinator process: small matrices evaluated
+        # on several threads that share two cores with the actors run many times slower.
+        with threadpool_limits(1):
+            _train(spec, actors, result, on_round)
         return result
     finally:
         for actor in actors:

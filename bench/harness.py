@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 import subprocess
 import time
 import tomllib
@@ -17,16 +18,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.baseline import REPO_ROOT
-from deploy.local import LocalCluster, child_env, shardgrid_command
-from scheduler.client import JobClient
-from scheduler.spec import parse_spec
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from threadpoolctl import threadpool_limits
 
+from bench.baseline import REPO_ROOT
+from deploy.local import LocalCluster, child_env, shardgrid_command
 from protos import signing
+from scheduler.client import JobClient
 from scheduler.optim import Optimizer
-from scheduler.spec import JobSpec
+from scheduler.spec import JobSpec, parse_spec
 from worker.workloads import compute_update, evaluate_params, minibatch
 
 # Per result, beside the payload: lease, header, metrics, signature, gRPC framing (measured order
@@ -140,6 +141,7 @@ class ShardgridRun:
     job: dict = field(default_factory=dict)               # JobClient.get at the end
     worker_stats: list[dict] = field(default_factory=list)
     setup_s: float = 0.0                                  # cluster start until all registered
+    warmup_s: float = 0.0                                 # the one-round warm-up job's wall time
     events: list[str] = field(default_factory=list)       # churn actions, with their round
 
     @property
@@ -160,6 +162,18 @@ def _wait_for_workers(client, count: int, timeout_s: float = 90.0) -> None:
     raise TimeoutError(f"only {len(online)} of {count} workers registered within {timeout_s:.0f}s")
 
 
+def _warm_up(client: JobClient, spec_toml: str) -> float:
+    """Run one round of the job first, so workers have imported the workload code and built the
+    dataset, as the baseline's actors have before its clock starts. Returns that round's wall
+    time: the cold-start latency a brand-new worker fleet adds."""
+    tables = tomllib.loads(spec_toml)
+    tables["job"].update(name=tables["job"]["name"] + "-warmup", rounds=1, target_accuracy=0.0)
+    job = client.wait(client.submit(dump_toml(tables)))
+    if job["status"] != "completed":
+        raise RuntimeError(f"warm-up job ended {job['status']}: {job.get('error', '')}")
+    return float(job["wall_s"])
+
+
 def run_shardgrid(spec_toml: str, scenario: Scenario, flags: list[list[str]], workdir: Path,
                   on_round: Callable[[dict], None] | None = None) -> ShardgridRun:
     """Start a fresh coordinator and workers, wait until every worker registered (so the clock
@@ -175,6 +189,7 @@ def run_shardgrid(spec_toml: str, scenario: Scenario, flags: list[list[str]], wo
         client = JobClient(cluster.address)
         _wait_for_workers(client, len(flags))
         run.setup_s = time.perf_counter() - started
+        run.warmup_s = _warm_up(client, spec_toml)
         job_id = client.submit(spec_toml)
         killed = 0
         for event in client.watch(job_id):
@@ -202,15 +217,22 @@ def calibrate(spec: JobSpec, repeats: int = 20) -> dict[str, float]:
     """Seconds for one shard computation, one aggregation + optimizer step, one evaluation and one
     signature check, measured in this process: the yardsticks that turn shardgrid's counters
     into a time split (its processes do not report their own timings)."""
+    with threadpool_limits(1):  # as in the cluster's processes (deploy.local.child_env)
+        return _calibrate(spec, repeats)
+
+
+def _calibrate(spec: JobSpec, repeats: int) -> dict[str, float]:
     config = spec.workload
     params = config.initial_params()
-    compute_update(config, params, 0, 0)  # first call pays for lazy imports and caches
 
     def timed(fn) -> float:
-        started = time.perf_counter()
+        fn(0)  # warm: first calls pay for thread pools and caches
+        samples = []
         for i in range(repeats):
+            started = time.perf_counter()
             fn(i)
-        return (time.perf_counter() - started) / repeats
+            samples.append(time.perf_counter() - started)
+        return statistics.median(samples)  # robust to a neighbour stealing the core
 
     updates = np.stack([compute_update(config, params, 0, s).update for s in range(config.shards)])
     optimizer = Optimizer(spec.optimizer, spec.lr, spec.momentum, params.size)
@@ -254,6 +276,7 @@ def summarize_shardgrid(run: ShardgridRun, spec: JobSpec, calib: dict[str, float
         "system": "shardgrid", "scenario": run.scenario, "workers": run.workers,
         "rounds_run": rounds, "target_accuracy": run.target_accuracy,
         "time_to_target_s": run.time_to_target_s, "wall_s": wall, "setup_s": run.setup_s,
+        "cold_start_s": run.warmup_s,
         "final_accuracy": run.per_round[-1]["accuracy"] if run.per_round else 0.0,
         "final_loss": run.per_round[-1]["loss"] if run.per_round else float("nan"),
         "status": run.job.get("status", "unknown"), "samples": samples,
