@@ -25,13 +25,30 @@ def cmd_coordinator(args) -> int:
 
 def cmd_worker(args) -> int:
     from worker.agent import WorkerAgent
+    from worker.behaviors import Misbehavior
     from worker.profile import measure_profile
+    from worker.profiles import Pacing, emulated_profile, hardware_class, session_length
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    agent = WorkerAgent(args.coordinator, Path(args.key).expanduser(), measure_profile(),
-                        stop=stop, max_tasks=args.max_tasks)
+    hw = hardware_class(args.profile) if args.profile else None
+    profile = emulated_profile(hw, measure_profile()) if hw else measure_profile()
+    agent = WorkerAgent(args.coordinator, Path(args.key).expanduser(), profile,
+                        stop=stop, max_tasks=args.max_tasks, pacing=Pacing(hw))
+    # Unseeded runs still differ per worker (noise, churn) and repeat per key.
+    seed = args.seed if args.seed is not None else int(agent.worker_id[:8], 16)
+    agent.misbehavior = Misbehavior(args.behavior, seed=seed, attack_after=args.attack_after)
+    if args.churn:
+        mean_s = args.churn_mean_s or (hw.mean_session_s if hw else 0.0)
+        if mean_s <= 0:
+            print("shardgrid worker: --churn needs --profile or --churn-mean-s", file=sys.stderr)
+            return 2
+        online_s = session_length(mean_s, seed)
+        logging.getLogger("shardgrid.worker").info("churn: leaving after %.1fs online", online_s)
+        timer = threading.Timer(online_s, stop.set)
+        timer.daemon = True
+        timer.start()
     try:
         return agent.run()
     finally:
@@ -139,6 +156,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", default="~/.shardgrid/worker.key",
                    help="Ed25519 key file, created on first run and reused after")
     p.add_argument("--max-tasks", type=int, default=None, help="exit after this many accepted results")
+    from worker import behaviors, profiles
+
+    p.add_argument("--profile", choices=profiles.NAMES, default=None,
+                   help="emulate a hardware class (slower compute and links, its reported "
+                        "profile); default: this machine as measured")
+    p.add_argument("--churn", action="store_true",
+                   help="leave after a random session (exponential, mean from the profile)")
+    p.add_argument("--churn-mean-s", type=float, default=None, metavar="S",
+                   help="mean session length for --churn, overriding the profile's")
+    p.add_argument("--behavior", choices=behaviors.NAMES, default="honest",
+                   help="TEST INSTRUMENT: misbehave on purpose to exercise verification, "
+                        "reputation and robust aggregation; see docs. Default: honest")
+    p.add_argument("--attack-after", type=int, default=0, metavar="N",
+                   help="TEST INSTRUMENT: behave honestly for the first N tasks")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed for misbehaviour noise and churn (default: from the worker key)")
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("submit", help="submit a job spec (TOML)")

@@ -2,6 +2,10 @@
 
 Workers open every connection (NAT friendly). A dead or restarting coordinator is waited out with
 capped exponential backoff, announced on stderr; a lost session means registering again.
+
+Two test instruments hook into the task path: a `Misbehavior` (worker/behaviors.py) sees the
+honest update before it is encoded and decides the envelope (payload, signing key, replay), and a
+`Pacing` (worker/profiles.py) adds the delays of an emulated hardware class.
 """
 from __future__ import annotations
 
@@ -20,7 +24,9 @@ from protos import shardgrid_pb2_grpc as rpc
 from protos import signing
 from protos.codec import (CHUNK_BYTES, ENCODING_F32LE, GRPC_OPTIONS, decode_tensor, encode_tensor,
                           iter_chunks, reassemble, sha256_hex)
+from worker.behaviors import Envelope, Misbehavior
 from worker.profile import measure_profile
+from worker.profiles import Pacing
 from worker.workloads import WorkloadConfig, compute_update
 
 log = logging.getLogger("shardgrid.worker")
@@ -49,7 +55,8 @@ class Backoff:
 
 class WorkerAgent:
     def __init__(self, coordinator: str, key_path: str | Path, profile: dict | None = None,
-                 stop: threading.Event | None = None, max_tasks: int | None = None):
+                 stop: threading.Event | None = None, max_tasks: int | None = None,
+                 misbehavior: Misbehavior | None = None, pacing: Pacing | None = None):
         self.address = coordinator
         self.key = signing.load_or_create_key(key_path)
         self.public_key = signing.public_bytes(self.key)
@@ -66,6 +73,8 @@ class WorkerAgent:
         self.cancelled: set[str] = set()
         self.tasks_done = 0
         self.backoff = Backoff()
+        self.misbehavior = misbehavior or Misbehavior()
+        self.pacing = pacing or Pacing()
 
     # ------------------------------------------------------------------ session
     def register(self) -> None:
@@ -128,21 +137,45 @@ class WorkerAgent:
         lease = reply.lease
         self.active_leases.add(lease.lease_id)
         try:
-            params = self._params(lease.params_digest)
-            config = WorkloadConfig.from_json(lease.workload_json)
-            result = compute_update(config, params, lease.round, lease.shard)
-            if lease.lease_id in self.cancelled:
-                log.info("lease %s cancelled while computing; dropping the result", lease.lease_id)
-                return
-            answer = self.submit(lease, encode_tensor(result.update), result.metrics())
-            if answer.accepted:
-                self.tasks_done += 1
-            else:
-                log.warning("result for round %d shard %d rejected: %s", lease.round, lease.shard,
-                            answer.message)
+            self._work_on(lease)
         finally:
             self.active_leases.discard(lease.lease_id)
             self.cancelled.discard(lease.lease_id)
+
+    def _work_on(self, lease: pb.TaskLease) -> None:
+        params = self._params(lease.params_digest)
+        config = WorkloadConfig.from_json(lease.workload_json)
+        started = time.perf_counter()
+        result = compute_update(config, params, lease.round, lease.shard)
+        self._pause(self.pacing.after_compute(time.perf_counter() - started))
+
+        self.misbehavior.start_task()
+        round_updates = None
+        if self.misbehavior.needs_round_updates:
+            def round_updates() -> np.ndarray:
+                return np.stack([compute_update(config, params, lease.round, shard).update
+                                 for shard in range(config.shards)])
+        update = self.misbehavior.update(result.update, round_updates)
+        envelope = self.misbehavior.envelope(encode_tensor(update))
+        if lease.lease_id in self.cancelled:
+            log.info("lease %s cancelled while computing; dropping the result", lease.lease_id)
+            return
+
+        header = self._header(lease, envelope, result.metrics())
+        answer = self._send(header, envelope.sent_payload)
+        if not answer.accepted:
+            log.warning("result for round %d shard %d rejected: %s", lease.round, lease.shard,
+                        answer.message)
+            return
+        self.tasks_done += 1
+        if self.misbehavior.replays:
+            again = self._send(header, envelope.sent_payload)
+            log.info("replayed lease %s: %s", lease.lease_id,
+                     "accepted (!)" if again.accepted else again.message)
+
+    def _pause(self, seconds: float) -> None:
+        if seconds > 0:
+            self.stop.wait(seconds)
 
     # ------------------------------------------------------------------ transfers
     def _params(self, digest: str) -> np.ndarray:
@@ -153,6 +186,7 @@ class WorkerAgent:
         stream = self.gateway.FetchBlob(pb.FetchBlobRequest(
             worker_id=self.worker_id, session_token=self.token, digest=digest), timeout=RPC_TIMEOUT_S)
         data = reassemble(((c.offset, c.total_size, c.data) for c in stream), digest)
+        self._pause(self.pacing.transfer(len(data)))
         params = decode_tensor(data)
         self.params_cache[digest] = params
         while len(self.params_cache) > 3:
@@ -161,23 +195,32 @@ class WorkerAgent:
 
     def submit(self, lease: pb.TaskLease, payload: bytes, metrics: dict[str, float],
                sign_with=None) -> pb.SubmitReply:
-        payload_digest = sha256_hex(payload)
+        """Sign and stream one result (`sign_with`: another key than the worker's, for tests)."""
+        header = self._header(lease, Envelope(payload, payload, sign_with), metrics)
+        return self._send(header, payload)
+
+    def _header(self, lease: pb.TaskLease, envelope: Envelope,
+                metrics: dict[str, float]) -> pb.ResultHeader:
+        vouched = envelope.vouched_payload
+        payload_digest = sha256_hex(vouched)
         digest = signing.result_digest(job_id=lease.job_id, round_no=lease.round, shard=lease.shard,
                                        lease_id=lease.lease_id, params_digest=lease.params_digest,
                                        payload_digest=payload_digest, metrics=metrics)
-        header = pb.ResultHeader(
+        return pb.ResultHeader(
             worker_id=self.worker_id, session_token=self.token,
             protocol_version=signing.PROTOCOL_VERSION, job_id=lease.job_id, round=lease.round,
             shard=lease.shard, lease_id=lease.lease_id, params_digest=lease.params_digest,
-            payload_digest=payload_digest, payload_size=len(payload), encoding=ENCODING_F32LE,
+            payload_digest=payload_digest, payload_size=len(vouched), encoding=ENCODING_F32LE,
             metrics=[pb.Metric(name=k, value=v) for k, v in sorted(metrics.items())],
-            signature=(sign_with or self.key).sign(digest))
+            signature=(envelope.signing_key or self.key).sign(digest))
 
+    def _send(self, header: pb.ResultHeader, payload: bytes) -> pb.SubmitReply:
         def messages():
             yield pb.ResultChunk(header=header)
             for _, piece in iter_chunks(payload, CHUNK_BYTES):
                 yield pb.ResultChunk(data=piece)
 
+        self._pause(self.pacing.transfer(len(payload)))
         return self.gateway.SubmitResult(messages(), timeout=RPC_TIMEOUT_S)
 
     def close(self) -> None:
