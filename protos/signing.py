@@ -46,11 +46,23 @@ def result_digest(*, job_id: str, round_no: int, shard: int, lease_id: str, para
     return hashlib.sha256(body).digest()
 
 
+# HardwareProfile fields and their proto3 defaults: an unset field signs as its default, so the
+# worker's dict and the message the coordinator receives always give the same bytes.
+PROFILE_DEFAULTS: dict[str, str | float] = {
+    "cores": 0.0, "memory_bytes": 0.0, "gflops": 0.0, "device_class": "", "bandwidth_mbps": 0.0,
+    "profile_name": ""}
+
+
 def canonical_profile(profile: Mapping[str, str | int | float]) -> bytes:
-    # Numbers as float64 whatever their Python type, so an int that came back from a proto double
-    # signs the same as before it left.
-    return b"".join(_field(k) + _field(v if isinstance(v, str) else float(v))
-                    for k, v in sorted(profile.items()))
+    unknown = set(profile) - set(PROFILE_DEFAULTS)
+    if unknown:
+        raise ValueError(f"not HardwareProfile fields: {sorted(unknown)}")
+    out = b""
+    for name, default in PROFILE_DEFAULTS.items():
+        value = profile.get(name, default)
+        # numbers as float64 whatever their Python type (int64 fields come back as ints)
+        out += _field(name) + _field(value if isinstance(default, str) else float(value))
+    return out
 
 
 def register_bytes(public_key: bytes, timestamp_ms: int,

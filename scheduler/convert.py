@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from protos import shardgrid_pb2 as pb
+from protos.signing import PROFILE_DEFAULTS
 from scheduler.core import LeaseGrant
 from scheduler.submission import Submission
 
-PROFILE_FIELDS = ("cores", "memory_bytes", "gflops", "device_class", "bandwidth_mbps", "profile_name")
+PROFILE_FIELDS = tuple(PROFILE_DEFAULTS)
 
 
 def profile_to_dict(profile: pb.HardwareProfile) -> dict:

@@ -1,0 +1,130 @@
+"""The coordinator core without a network: placement, round commits, and state that survives a
+restart from the same database."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from protos import signing
+from protos.codec import encode_tensor, sha256_hex
+from scheduler.core import Coordinator
+from scheduler.errors import Reject
+from scheduler.placement import choose_shard
+from scheduler.submission import Submission
+from tests.conftest import small_spec
+from worker.workloads import WorkloadConfig, compute_update
+
+
+def test_placement_fills_lowest_pending_shard():
+    """Pending shards go out lowest first; settled or leased ones are skipped."""
+    assert choose_shard(4, set(), {}, "w") == 0
+    assert choose_shard(4, {0}, {1: {"x"}}, "w") == 2
+    assert choose_shard(2, {0}, {1: {"x"}}, "w") is None
+
+
+class Worker:
+    def __init__(self, co: Coordinator):
+        self.key = Ed25519PrivateKey.generate()
+        public = signing.public_bytes(self.key)
+        ts = int(time.time() * 1000)
+        record = co.register(public, {"cores": 1}, ts,
+                             self.key.sign(signing.register_bytes(public, ts, {"cores": 1})))
+        self.co, self.id, self.token = co, record.worker_id, record.token
+
+    def work_one(self) -> tuple[Submission, bytes]:
+        grant = self.co.fetch_task(self.id, self.token)
+        lease = grant.lease
+        params = self.co.blobs.get_tensor(grant.params_digest)
+        result = compute_update(WorkloadConfig.from_json(grant.workload_json), params, lease.round,
+                                lease.shard)
+        payload = encode_tensor(result.update)
+        fields = dict(job_id=lease.job_id, round=lease.round, shard=lease.shard,
+                      lease_id=lease.lease_id, params_digest=grant.params_digest,
+                      payload_digest=sha256_hex(payload), metrics=result.metrics())
+        unsigned = Submission(worker_id=self.id, token=self.token,
+                              protocol_version=signing.PROTOCOL_VERSION, payload_size=len(payload),
+                              encoding="f32le", **fields)
+        submission = Submission(**{**vars(unsigned), "signature": self.key.sign(unsigned.digest())})
+        return submission, payload
+
+
+def _wait(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+def test_accepted_results_and_leases_survive_restart(tmp_path):
+    """A restart from the same database keeps accepted results; their leases stay used."""
+    co = Coordinator(tmp_path / "s.db")
+    job_id = co.submit_job(small_spec(rounds=5, shards=3))
+    worker = Worker(co)
+    submission, payload = worker.work_one()
+    assert co.submit_result(submission, payload).accepted
+    co.store.close()  # no orderly shutdown: only what was committed remains
+
+    again = Coordinator(tmp_path / "s.db")
+    job = again.job(job_id)
+    assert job.settled() == {submission.shard} and job.round == 0
+    verdict = again.submit_result(submission, payload)
+    assert not verdict.accepted and verdict.code == Reject.REPLAYED_LEASE
+    again.stop()
+
+
+def test_round_commit_is_durable_and_matches_the_math(tmp_path):
+    """Closing a round applies exactly the mean of the shard gradients, once, durably."""
+    co = Coordinator(tmp_path / "s.db")
+    co.start()
+    job_id = co.submit_job(small_spec(rounds=5, shards=2))
+    start = co.job(job_id).params.copy()
+    worker = Worker(co)
+    updates = []
+    for _ in range(2):
+        submission, payload = worker.work_one()
+        updates.append(np.frombuffer(payload, "<f4"))
+        assert co.submit_result(submission, payload).accepted
+    _wait(lambda: co.job(job_id).round == 1)
+    expected = start - np.float32(0.5) * np.mean(updates, axis=0)
+    np.testing.assert_allclose(co.job(job_id).params, expected, rtol=1e-5, atol=1e-7)
+    digest = co.job(job_id).params_digest
+    co.stop()
+
+    again = Coordinator(tmp_path / "s.db")
+    assert again.job(job_id).round == 1 and again.job(job_id).params_digest == digest
+    rows = again.store.query("SELECT COUNT(*) AS n FROM rounds WHERE job_id=?", (job_id,))
+    assert rows[0]["n"] == 1
+    again.stop()
+
+
+def test_expired_lease_goes_back_and_late_result_is_refused(tmp_path):
+    """A lease past its deadline reopens its shard; its late result gets LEASE_EXPIRED."""
+    now = [time.time()]
+    co = Coordinator(tmp_path / "s.db", clock=lambda: now[0])
+    co.submit_job(small_spec(rounds=5, shards=1, lease_timeout_s=5))
+    slow, fast = Worker(co), Worker(co)
+    submission, payload = slow.work_one()
+    assert co.fetch_task(fast.id, fast.token) is None  # the only shard is leased
+    now[0] += 6
+    with co.lock:
+        co._expire_leases()
+    assert co.fetch_task(fast.id, fast.token) is not None
+    verdict = co.submit_result(submission, payload)
+    assert verdict.code == Reject.LEASE_EXPIRED
+    co.stop()
+
+
+@pytest.mark.parametrize("status", ["completed", "cancelled"])
+def test_finished_jobs_refuse_results(tmp_path, status):
+    """Results for a job that ended are refused with JOB_NOT_RUNNING or as stale."""
+    co = Coordinator(tmp_path / "s.db")
+    job_id = co.submit_job(small_spec(rounds=5, shards=2))
+    submission, payload = Worker(co).work_one()
+    with co.lock:
+        co.finish_job(co.job(job_id), status)
+    verdict = co.submit_result(submission, payload)
+    assert not verdict.accepted and verdict.code in (Reject.JOB_NOT_RUNNING, Reject.STALE_ROUND)
+    co.stop()

@@ -1,0 +1,191 @@
+"""The worker protocol against a real coordinator on 127.0.0.1: each bad result is refused with
+its reason code and counted, and bad calls get the right gRPC status."""
+from __future__ import annotations
+
+import time
+
+import grpc
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from protos import shardgrid_pb2 as pb
+from protos import shardgrid_pb2_grpc as rpc
+from protos import signing
+from protos.codec import GRPC_OPTIONS, decode_tensor, encode_tensor, reassemble, sha256_hex
+from tests.conftest import small_spec
+from worker.workloads import WorkloadConfig, compute_update
+
+
+class RawWorker:
+    """A worker spoken by hand, so each test can break exactly one thing."""
+
+    def __init__(self, address: str):
+        self.key = Ed25519PrivateKey.generate()
+        self.public = signing.public_bytes(self.key)
+        self.channel = grpc.insecure_channel(address, options=GRPC_OPTIONS)
+        self.stub = rpc.WorkerGatewayStub(self.channel)
+        profile = {"cores": 2, "device_class": "cpu"}
+        ts = int(time.time() * 1000)
+        reply = self.stub.Register(pb.RegisterRequest(
+            public_key=self.public, profile=pb.HardwareProfile(**profile), timestamp_ms=ts,
+            signature=self.key.sign(signing.register_bytes(self.public, ts, profile))))
+        self.worker_id, self.token = reply.worker_id, reply.session_token
+
+    def fetch(self) -> pb.TaskLease:
+        reply = self.stub.FetchTask(pb.FetchTaskRequest(worker_id=self.worker_id,
+                                                        session_token=self.token, wait_ms=3000))
+        assert reply.has_task
+        return reply.lease
+
+    def honest_payload(self, lease: pb.TaskLease) -> tuple[bytes, dict]:
+        chunks = self.stub.FetchBlob(pb.FetchBlobRequest(worker_id=self.worker_id,
+                                                         session_token=self.token,
+                                                         digest=lease.params_digest))
+        params = decode_tensor(reassemble(((c.offset, c.total_size, c.data) for c in chunks),
+                                          lease.params_digest))
+        result = compute_update(WorkloadConfig.from_json(lease.workload_json), params,
+                                lease.round, lease.shard)
+        return encode_tensor(result.update), result.metrics()
+
+    def submit(self, lease, payload, metrics, *, key=None, signed_payload=None, lease_id=None,
+               header_only=False) -> pb.SubmitReply:
+        lease_id = lease_id or lease.lease_id
+        digest = sha256_hex(signed_payload if signed_payload is not None else payload)
+        body = signing.result_digest(job_id=lease.job_id, round_no=lease.round, shard=lease.shard,
+                                     lease_id=lease_id, params_digest=lease.params_digest,
+                                     payload_digest=digest, metrics=metrics)
+        header = pb.ResultHeader(
+            worker_id=self.worker_id, session_token=self.token,
+            protocol_version=signing.PROTOCOL_VERSION, job_id=lease.job_id, round=lease.round,
+            shard=lease.shard, lease_id=lease_id, params_digest=lease.params_digest,
+            payload_digest=digest, payload_size=len(payload), encoding="f32le",
+            metrics=[pb.Metric(name=k, value=v) for k, v in metrics.items()],
+            signature=(key or self.key).sign(body))
+        messages = [pb.ResultChunk(header=header)]
+        if not header_only:
+            messages.append(pb.ResultChunk(data=payload))
+        return self.stub.SubmitResult(iter(messages))
+
+
+@pytest.fixture
+def job(client):
+    return client.submit(small_spec(rounds=50, shards=4))
+
+
+def test_honest_result_accepted_with_receipt(coordinator, client, job):
+    """An honest, signed result is accepted; the receipt verifies under the coordinator key."""
+    worker = RawWorker(coordinator.address)
+    lease = worker.fetch()
+    assert signing.verify(coordinator.coordinator.public_key, lease.coordinator_signature,
+                          signing.lease_bytes(lease_id=lease.lease_id, worker_id=worker.worker_id,
+                                              job_id=lease.job_id, round_no=lease.round,
+                                              shard=lease.shard, params_digest=lease.params_digest,
+                                              deadline_ms=lease.deadline_ms))
+    payload, metrics = worker.honest_payload(lease)
+    reply = worker.submit(lease, payload, metrics)
+    assert reply.accepted and reply.credits > 0
+    assert client.get(job)["results_accepted"] == 1
+
+
+def _tampered(payload):
+    return bytes([payload[0] ^ 1]) + payload[1:]
+
+
+CASES = {
+    "tampered payload": (lambda w, l, p, m: w.submit(l, _tampered(p), m, signed_payload=p),
+                         "REJECT_PAYLOAD_HASH", "payload_hash"),
+    "wrong key": (lambda w, l, p, m: w.submit(l, p, m, key=Ed25519PrivateKey.generate()),
+                  "REJECT_BAD_SIGNATURE", "bad_signature"),
+    "wrong shape": (lambda w, l, p, m: w.submit(l, p[:-4], m), "REJECT_WRONG_SHAPE", "wrong_shape"),
+    "nan update": (lambda w, l, p, m: w.submit(
+        l, encode_tensor(np.full(len(p) // 4, np.nan, np.float32)), m),
+        "REJECT_NON_FINITE", "non_finite"),
+    "unknown lease": (lambda w, l, p, m: w.submit(l, p, m, lease_id="made-up"),
+                      "REJECT_UNKNOWN_LEASE", "unknown_lease"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_results_rejected_with_reason(coordinator, client, job, case):
+    """Each kind of bad result is refused with its code, counted, and its shard re-queued."""
+    attack, wire_code, label = CASES[case]
+    worker = RawWorker(coordinator.address)
+    lease = worker.fetch()
+    payload, metrics = worker.honest_payload(lease)
+    reply = attack(worker, lease, payload, metrics)
+    assert not reply.accepted
+    assert reply.code == pb.RejectCode.Value(wire_code), reply.message
+    figures = client.get(job)
+    assert figures["rejected_by_reason"] == {label: 1}
+    assert figures["results_accepted"] == 0
+    if case != "unknown lease":  # the refused shard goes back to the queue for someone honest
+        again = RawWorker(coordinator.address)
+        assert [again.fetch().shard for _ in range(4)].count(lease.shard) == 1
+
+
+def test_replayed_lease_rejected(coordinator, client, job):
+    """A lease id is accepted once: the same result sent again is a replay."""
+    worker = RawWorker(coordinator.address)
+    lease = worker.fetch()
+    payload, metrics = worker.honest_payload(lease)
+    assert worker.submit(lease, payload, metrics).accepted
+    reply = worker.submit(lease, payload, metrics)
+    assert not reply.accepted and reply.code == pb.RejectCode.Value("REJECT_REPLAYED_LEASE")
+    assert client.get(job)["rejected_by_reason"] == {"replayed_lease": 1}
+
+
+def test_lease_of_another_worker_refused(coordinator, job):
+    """A worker cannot submit under a lease issued to someone else."""
+    owner, thief = RawWorker(coordinator.address), RawWorker(coordinator.address)
+    lease = owner.fetch()
+    payload, metrics = owner.honest_payload(lease)
+    reply = thief.submit(lease, payload, metrics)
+    assert reply.code == pb.RejectCode.Value("REJECT_UNKNOWN_LEASE")
+
+
+def test_malformed_stream_and_bad_sessions_get_status_codes(coordinator, client, job):
+    """No header -> INVALID_ARGUMENT; stale session -> UNAUTHENTICATED; bad registration too."""
+    worker = RawWorker(coordinator.address)
+    with pytest.raises(grpc.RpcError) as info:
+        worker.stub.SubmitResult(iter([pb.ResultChunk(data=b"1234")]))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as info:
+        worker.stub.FetchTask(pb.FetchTaskRequest(worker_id=worker.worker_id, session_token=b"x"))
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as info:
+        worker.stub.Register(pb.RegisterRequest(public_key=worker.public, timestamp_ms=int(
+            time.time() * 1000), signature=b"\x00" * 64))
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    stale = int(time.time() * 1000) - 3_600_000
+    with pytest.raises(grpc.RpcError) as info:
+        worker.stub.Register(pb.RegisterRequest(
+            public_key=worker.public, timestamp_ms=stale,
+            signature=worker.key.sign(signing.register_bytes(worker.public, stale, {}))))
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_job_service_errors(client):
+    """Unknown jobs are NOT_FOUND and bad specs INVALID_ARGUMENT, with the field named."""
+    from scheduler.client import ClientError
+
+    with pytest.raises(ClientError) as info:
+        client.get("job-nope")
+    assert info.value.code == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(ClientError) as info:
+        client.submit(small_spec().replace("lr = 0.5", "lr = -2.0"))
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT and "optimizer.lr" in str(info.value)
+
+
+def test_parameters_cached_per_round(coordinator, job):
+    """A worker's second task in the same round reuses its cached parameters: one download."""
+    from worker.agent import WorkerAgent
+
+    agent = WorkerAgent(coordinator.address, coordinator.coordinator.store.path.parent / "w.key",
+                        profile={"cores": 1, "device_class": "cpu"}, max_tasks=3)
+    fetched = []
+    original = agent.gateway.FetchBlob
+    agent.gateway.FetchBlob = lambda *a, **k: fetched.append(1) or original(*a, **k)
+    assert agent.run() == 0
+    agent.close()
+    assert agent.tasks_done == 3 and len(fetched) == 1  # 3 shards of round 0, one download
