@@ -145,6 +145,7 @@ class WorkerAgent:
     def _work_on(self, lease: pb.TaskLease) -> None:
         params = self._params(lease.params_digest)
         config = WorkloadConfig.from_json(lease.workload_json)
+        config.layout()  # loads the dataset once (cached): set-up, not compute, so never paced
         started = time.perf_counter()
         result = compute_update(config, params, lease.round, lease.shard)
         self._pause(self.pacing.after_compute(time.perf_counter() - started))
