@@ -17,9 +17,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-# Extra draw under full CPU load over idle, in watts: rough figures for the device classes.
-DEFAULT_PROFILE_WATTS = {"laptop": 25.0, "desktop": 65.0, "server": 120.0, "edge": 8.0,
-                         "rig": 150.0, "default": 65.0}
+from worker.profiles import CATALOG
+
+# Extra draw under full load over idle, in watts: the emulated hardware classes carry their own;
+# a worker without an emulated profile is this machine, counted as a desktop.
+DESKTOP_WATTS = 65.0
+DEFAULT_PROFILE_WATTS = {**{name: hw.watts for name, hw in CATALOG.items()}, "default": DESKTOP_WATTS}
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,7 @@ class CostAssumptions:
     cloud_vm: str = "4 vCPU / 16 GiB general-purpose VM, on-demand (m6i.xlarge list price)"
     energy_usd_per_kwh: float = 0.17
     profile_watts: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PROFILE_WATTS))
-    coordinator_watts: float = DEFAULT_PROFILE_WATTS["desktop"]
+    coordinator_watts: float = DESKTOP_WATTS
 
     def watts_for(self, profile_name: str) -> float:
         return self.profile_watts.get(profile_name or "default", self.profile_watts["default"])

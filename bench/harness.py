@@ -34,10 +34,10 @@ from worker.workloads import compute_update, evaluate_params, minibatch
 # of magnitude of the serialized messages; small next to any real model).
 PER_RESULT_OVERHEAD_BYTES = 1024
 
-# Profiles and misbehaviours in order of preference, when the worker offers them.
-PREFERRED_PROFILES = ("laptop", "desktop", "server", "edge", "rig")
-BENIGN_BEHAVIORS = ("honest", "none", "normal", "slow", "crash", "flaky")
-PREFERRED_BEHAVIORS = ("sign_flip", "sign-flip", "signflip", "scaled", "noise", "random", "garbage")
+# Misbehaviours in order of preference, when the worker offers them: a poisoned but well-formed,
+# correctly signed update is the one only replication and robust aggregation can catch.
+BENIGN_BEHAVIORS = ("honest", "lazy")
+PREFERRED_BEHAVIORS = ("sign-flip", "gaussian-noise", "alie", "ipm", "random-garbage")
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class Scenario:
     workers: int = 4
     needs: str = ""                       # "", "profile" or "behavior": a worker flag it requires
     byzantine_workers: int = 0
+    churn_at: tuple[float, ...] = ()      # fractions of the expected rounds: kill one, add one
     spec_overrides: dict = field(default_factory=dict)   # {section: {key: value}}
 
 
@@ -54,11 +55,13 @@ SCENARIOS = {
     "clean": Scenario("clean", "4 identical honest workers on one machine"),
     "heterogeneous": Scenario("heterogeneous", "4 workers emulating different hardware profiles",
                               needs="profile"),
-    "churn": Scenario("churn", "4 workers; one is killed at 25% and at 60% of the rounds, and a "
-                      "fresh one joins each time"),
-    "byzantine": Scenario("byzantine", "4 honest workers plus 1 that returns poisoned updates; "
-                          "verification on", needs="behavior", byzantine_workers=1,
-                          spec_overrides={"verification": {"enabled": True}}),
+    "churn": Scenario("churn", "4 workers; at 25% and at 60% of the rounds one is killed (SIGKILL) "
+                      "and a fresh one joins", churn_at=(0.25, 0.6)),
+    "byzantine": Scenario("byzantine", "4 honest workers plus 1 that returns correctly signed but "
+                          "poisoned updates; verification on, trimmed-mean aggregation",
+                          needs="behavior", byzantine_workers=1,
+                          spec_overrides={"verification": {"enabled": True},
+                                          "aggregation": {"rule": "trimmed_mean", "beta": 0.25}}),
 }
 
 
@@ -84,8 +87,7 @@ def detect_capabilities() -> dict[str, list[str]]:
 def worker_flags(scenario: Scenario, capabilities: dict[str, list[str]]) -> list[list[str]] | str:
     """Extra flags for each worker, or the reason the scenario cannot run here."""
     if scenario.needs == "profile":
-        offered = capabilities.get("profile", [])
-        chosen = [p for p in PREFERRED_PROFILES if p in offered] or offered
+        chosen = capabilities.get("profile", [])
         if not chosen:
             return "the worker has no --profile option with listed choices yet"
         return [["--profile", chosen[i % len(chosen)]] for i in range(scenario.workers)]
@@ -162,6 +164,16 @@ def _wait_for_workers(client, count: int, timeout_s: float = 90.0) -> None:
     raise TimeoutError(f"only {len(online)} of {count} workers registered within {timeout_s:.0f}s")
 
 
+def _add_final_round(run: ShardgridRun, samples: int) -> None:
+    """WatchJob reports the latest round when several closed between two events; the final one
+    matters most (time to target), so recover it from the job's final figures if it was skipped."""
+    done = int(run.job.get("round", 0))
+    if done and (not run.per_round or run.per_round[-1]["round"] < done - 1):
+        run.per_round.append({"round": done - 1, "wall_s": float(run.job["wall_s"]),
+                              "loss": float(run.job["final_loss"]),
+                              "accuracy": float(run.job["final_accuracy"]), "samples": samples})
+
+
 def _warm_up(client: JobClient, spec_toml: str) -> float:
     """Run one round of the job first, so workers have imported the workload code and built the
     dataset, as the baseline's actors have before its clock starts. Returns that round's wall
@@ -175,13 +187,15 @@ def _warm_up(client: JobClient, spec_toml: str) -> float:
 
 
 def run_shardgrid(spec_toml: str, scenario: Scenario, flags: list[list[str]], workdir: Path,
-                  on_round: Callable[[dict], None] | None = None) -> ShardgridRun:
+                  on_round: Callable[[dict], None] | None = None,
+                  expected_rounds: int | None = None) -> ShardgridRun:
     """Start a fresh coordinator and workers, wait until every worker registered (so the clock
     runs on a warm cluster, as the baseline's does), run the job and collect the figures."""
     spec = parse_spec(spec_toml)
     per_round_samples = samples_per_round(spec_toml)
     run = ShardgridRun(scenario.name, len(flags), spec.target_accuracy)
-    churn_at = {max(1, math.floor(spec.rounds * f)) for f in (0.25, 0.6)} if scenario.name == "churn" else set()
+    # Churn strikes at fractions of the rounds the job should need (the baseline's count).
+    churn_at = {max(1, math.floor((expected_rounds or spec.rounds) * f)) for f in scenario.churn_at}
     started = time.perf_counter()
     with LocalCluster(workers=0, workdir=workdir) as cluster:
         for extra in flags:
@@ -209,6 +223,7 @@ def run_shardgrid(spec_toml: str, scenario: Scenario, flags: list[list[str]], wo
                                   "a fresh one joined")
                 killed += 1
         run.job = client.wait(job_id)
+        _add_final_round(run, per_round_samples)
         run.worker_stats = client.workers()
     return run
 

@@ -128,7 +128,8 @@ class Runner:
                 runs.append(summarize_baseline(result, self.spec, self.costs))
         return runs
 
-    def shardgrid(self, scenario: Scenario, flags: list[list[str]], repeats: int) -> list[dict]:
+    def shardgrid(self, scenario: Scenario, flags: list[list[str]], repeats: int,
+                  expected_rounds: int) -> list[dict]:
         scenario = Scenario(**{**scenario.__dict__, "workers": self.args.workers})
         spec_toml = scenario_spec(self.base_toml, scenario)
         spec = parse_spec(spec_toml)
@@ -137,7 +138,8 @@ class Runner:
             task, on_round = self._tracker(f"shardgrid {scenario.name} #{i + 1}")
             workdir = self.out / "clusters" / f"{scenario.name}-{i + 1}"
             shutil.rmtree(workdir, ignore_errors=True)
-            run = run_shardgrid(spec_toml, scenario, flags, workdir, on_round=on_round)
+            run = run_shardgrid(spec_toml, scenario, flags, workdir, on_round=on_round,
+                                expected_rounds=expected_rounds)
             self.progress.update(task, total=len(run.per_round))
             summary = summarize_shardgrid(run, spec, self.calib)
             profiles = [w["profile"].get("profile_name", "") for w in run.worker_stats]
@@ -171,7 +173,8 @@ def run_benchmark(args: argparse.Namespace, console: Console) -> dict:
         for name, flags in planned.items():
             entry = scenarios[name]
             try:
-                runs = runner.shardgrid(SCENARIOS[name], flags, repeats if name == "clean" else 1)
+                runs = runner.shardgrid(SCENARIOS[name], flags, repeats if name == "clean" else 1,
+                                        expected_rounds=_median_run(baselines)["rounds_run"])
             except Exception as exc:  # one broken scenario must not hide the others' figures
                 entry.update(status="failed", note=f"{type(exc).__name__}: {exc}")
                 continue

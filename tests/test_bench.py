@@ -77,11 +77,11 @@ def test_scenario_needing_a_missing_worker_flag_is_skipped_with_a_reason():
     """No --profile/--behavior offered: a reason string; offered: per-worker flags."""
     heterogeneous, byzantine = harness.SCENARIOS["heterogeneous"], harness.SCENARIOS["byzantine"]
     assert isinstance(harness.worker_flags(heterogeneous, {"profile": []}), str)
-    assert isinstance(harness.worker_flags(byzantine, {"behavior": ["honest", "slow"]}), str)
-    flags = harness.worker_flags(heterogeneous, {"profile": ["server", "laptop"]})
-    assert flags == [["--profile", "laptop"], ["--profile", "server"]] * 2
-    flags = harness.worker_flags(byzantine, {"behavior": ["honest", "sign_flip"]})
-    assert flags == [[], [], [], [], ["--behavior", "sign_flip"]]
+    assert isinstance(harness.worker_flags(byzantine, {"behavior": ["honest", "lazy"]}), str)
+    flags = harness.worker_flags(heterogeneous, {"profile": ["server", "edge-box"]})
+    assert flags == [["--profile", "server"], ["--profile", "edge-box"]] * 2
+    flags = harness.worker_flags(byzantine, {"behavior": ["honest", "nan", "sign-flip"]})
+    assert flags == [[], [], [], [], ["--behavior", "sign-flip"]]
     assert harness.worker_flags(harness.SCENARIOS["clean"], {}) == [[]] * 4
 
 
@@ -96,10 +96,10 @@ def test_scenario_spec_applies_overrides_and_stays_valid():
 def test_costs_scale_with_time_and_price():
     costs = CostAssumptions(cloud_usd_per_hour=3.6, energy_usd_per_kwh=0.2)
     assert baseline_cost(1000.0, costs)["usd"] == pytest.approx(1.0)
-    one = volunteer_cost(3600.0, ["laptop", "server"], 0.0, costs)
+    one = volunteer_cost(3600.0, ["laptop-cpu", "server"], 0.0, costs)
     assert one["watts"] == 25 + 120 + costs.coordinator_watts
     assert one["usd"] == pytest.approx(one["watts"] / 1000 * 0.2)
-    assert volunteer_cost(3600.0, ["laptop"], 0.5, costs)["verification_share_usd"] == pytest.approx(
+    assert volunteer_cost(3600.0, ["laptop-cpu"], 0.5, costs)["verification_share_usd"] == pytest.approx(
         25 / 1000 * 0.2 * 0.5)
 
 
