@@ -19,6 +19,8 @@ from worker.behaviors import Behavior, Misbehavior
 
 HONEST = np.linspace(-1.0, 1.0, 250, dtype=np.float32)
 ROUND = np.stack([HONEST * s for s in (0.5, 1.0, 1.5, 2.0)])  # four shards' honest updates
+# These tests are about the protocol checks: replication would hold honest results as pending.
+NO_REPLICATION = "[verification]\nenabled = false\n"
 FIXED_PROFILE = {"cores": 2, "memory_bytes": 1 << 30, "gflops": 10.0, "device_class": "cpu",
                  "bandwidth_mbps": 0.0, "profile_name": ""}
 
@@ -190,7 +192,7 @@ REFUSED = {
 @pytest.mark.parametrize("behavior", sorted(REFUSED))
 def test_coordinator_refuses_misbehaving_agent(coordinator, client, tmp_path, behavior):
     """A real agent with --behavior NAME is refused with that behaviour's reason code."""
-    job = client.submit(small_spec(rounds=50, shards=2))
+    job = client.submit(small_spec(rounds=50, shards=2, extra=NO_REPLICATION))
     label = REFUSED[behavior]
     with running_agent(coordinator.address, tmp_path / "w.key",
                        misbehavior=Misbehavior(behavior, seed=3)):
@@ -202,7 +204,7 @@ def test_coordinator_refuses_misbehaving_agent(coordinator, client, tmp_path, be
 
 def test_update_attack_passes_protocol_checks(coordinator, client, tmp_path):
     """A sign-flipped update is authentic: only verification or robust aggregation can stop it."""
-    job = client.submit(small_spec(rounds=2, shards=2))
+    job = client.submit(small_spec(rounds=2, shards=2, extra=NO_REPLICATION))
     with running_agent(coordinator.address, tmp_path / "w.key", max_tasks=2,
                        misbehavior=Misbehavior("sign-flip", seed=0)):
         figures = wait_for(lambda: (f := client.get(job))["results_accepted"] >= 2 and f)

@@ -124,7 +124,7 @@ class RecordingPacing(Pacing):
 
 def test_emulated_worker_is_listed_and_paced(coordinator, client, tmp_path):
     """The coordinator lists the emulated class, and the agent paces every compute and transfer."""
-    job = client.submit(small_spec(rounds=2, shards=2))
+    job = client.submit(small_spec(rounds=2, shards=2, extra="[verification]\nenabled = false\n"))
     pacing = RecordingPacing()
     agent = WorkerAgent(coordinator.address, tmp_path / "w.key",
                         profiles.emulated_profile(CATALOG["server"], MEASURED),
