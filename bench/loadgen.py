@@ -1,0 +1,269 @@
+"""Coordinator scale: one process plays 10, 100, 1,000 lightweight workers over grpc.aio.
+
+    python -m bench.loadgen [--fleet 10 100 1000] [--duration 15] [--out DIR] [--profile] [--json]
+
+Every simulated worker has its own Ed25519 key, registers with a signed timestamp, and loops the
+worker agent's exact call sequence: FetchTask (long-poll) -> FetchBlob when the round's parameters
+changed -> SubmitResult (header with a signed result digest, then the payload chunk). The update
+is computed honestly (a 10-parameter softmax: microseconds), because the coordinator verifies by
+default: replicas must agree and spot checks must match its own re-execution.
+
+Per fleet size, against a fresh coordinator process: signed task cycles per second (a FetchTask
+that returned a lease followed by an accepted SubmitResult), FetchTask latency p50/p99 for calls
+that returned a lease, and the coordinator's resident memory per registered worker. `--profile`
+samples the coordinator with py-spy during the largest fleet's run and lists its hottest frames.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from deploy.local import LocalCluster
+from protos import shardgrid_pb2 as pb
+from protos import shardgrid_pb2_grpc as rpc
+from protos import signing
+from protos.codec import (ENCODING_F32LE, GRPC_OPTIONS, decode_tensor, encode_tensor, reassemble,
+                          sha256_hex)
+from scheduler.client import JobClient
+from worker.workloads import WorkloadConfig, compute_update
+
+# Tiny and plentiful shards: a 4-feature, 2-class softmax (10 parameters), 500 shards a round.
+LOAD_JOB = """
+[job]
+name = "loadgen"
+rounds = 1000000
+shards_per_round = 500
+target_accuracy = 0.0
+lease_timeout_s = 30
+[model]
+workload = "softmax"
+[data]
+dataset = "blobs"
+samples = 50000
+features = 4
+classes = 2
+batch_size = 4
+[optimizer]
+name = "sgd"
+lr = 0.01
+"""
+PROFILE = {"cores": 1, "memory_bytes": 1 << 30, "gflops": 1.0, "device_class": "cpu",
+           "bandwidth_mbps": 0.0, "profile_name": ""}
+WORKERS_PER_CHANNEL = 50    # HTTP/2 connections shared like a NAT'd office would share them
+LONG_POLL_MS = 2000
+
+
+@functools.lru_cache(maxsize=4)
+def workload_config(workload_json: str) -> WorkloadConfig:
+    return WorkloadConfig.from_json(workload_json)
+
+
+@dataclass
+class FleetStats:
+    cycles: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    empty_polls: int = 0
+    errors: Counter = field(default_factory=Counter)
+    fetch_latencies_s: list[float] = field(default_factory=list)
+    measuring: bool = False
+
+
+class SimWorker:
+    def __init__(self, stub: rpc.WorkerGatewayStub):
+        self.stub = stub
+        self.key = Ed25519PrivateKey.generate()
+        self.public_key = signing.public_bytes(self.key)
+        self.worker_id = signing.worker_id_for(self.public_key)
+        self.token = b""
+        self.params_digest = ""
+        self.params = np.zeros(0, np.float32)
+
+    async def register(self) -> None:
+        timestamp_ms = int(time.time() * 1000)
+        signature = self.key.sign(signing.register_bytes(self.public_key, timestamp_ms, PROFILE))
+        reply = await self.stub.Register(pb.RegisterRequest(
+            public_key=self.public_key, profile=pb.HardwareProfile(**PROFILE),
+            timestamp_ms=timestamp_ms, signature=signature,
+            protocol_version=signing.PROTOCOL_VERSION))
+        self.token = reply.session_token
+
+    async def cycle(self, stats: FleetStats) -> None:
+        started = time.perf_counter()
+        reply = await self.stub.FetchTask(pb.FetchTaskRequest(
+            worker_id=self.worker_id, session_token=self.token, wait_ms=LONG_POLL_MS))
+        if not reply.has_task:
+            stats.empty_polls += stats.measuring
+            return
+        latency = time.perf_counter() - started
+        lease = reply.lease
+        if lease.params_digest != self.params_digest:  # as the agent: once per round
+            chunks = [(c.offset, c.total_size, c.data) async for c in self.stub.FetchBlob(
+                pb.FetchBlobRequest(worker_id=self.worker_id, session_token=self.token,
+                                    digest=lease.params_digest))]
+            self.params = decode_tensor(reassemble(chunks, lease.params_digest))
+            self.params_digest = lease.params_digest
+        result = compute_update(workload_config(lease.workload_json), self.params, lease.round,
+                                lease.shard)
+        payload, metrics = encode_tensor(result.update), result.metrics()
+        payload_digest = sha256_hex(payload)
+        digest = signing.result_digest(job_id=lease.job_id, round_no=lease.round, shard=lease.shard,
+                                       lease_id=lease.lease_id, params_digest=lease.params_digest,
+                                       payload_digest=payload_digest, metrics=metrics)
+        header = pb.ResultHeader(
+            worker_id=self.worker_id, session_token=self.token,
+            protocol_version=signing.PROTOCOL_VERSION, job_id=lease.job_id, round=lease.round,
+            shard=lease.shard, lease_id=lease.lease_id, params_digest=lease.params_digest,
+            payload_digest=payload_digest, payload_size=len(payload), encoding=ENCODING_F32LE,
+            metrics=[pb.Metric(name=k, value=v) for k, v in sorted(metrics.items())],
+            signature=self.key.sign(digest))
+        answer = await self.stub.SubmitResult(iter([pb.ResultChunk(header=header),
+                                                    pb.ResultChunk(data=payload)]))
+        if not stats.measuring:
+            return
+        if answer.accepted:
+            stats.cycles += 1
+            stats.fetch_latencies_s.append(latency)
+        else:
+            stats.rejected[pb.RejectCode.Name(answer.code)] += 1
+
+    async def run(self, stats: FleetStats, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.cycle(stats)
+            except grpc.aio.AioRpcError as exc:
+                stats.errors[exc.code().name] += stats.measuring
+                await asyncio.sleep(0.05)
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+async def drive_fleet(address: str, workers: int, warmup_s: float, duration_s: float,
+                      coordinator_pid: int) -> dict:
+    channels = [grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
+                for _ in range(max(1, -(-workers // WORKERS_PER_CHANNEL)))]
+    fleet = [SimWorker(rpc.WorkerGatewayStub(channels[i % len(channels)])) for i in range(workers)]
+    rss_before = rss_bytes(coordinator_pid)
+    started = time.perf_counter()
+    await asyncio.gather(*(w.register() for w in fleet))
+    register_s = time.perf_counter() - started
+    rss_registered = rss_bytes(coordinator_pid)
+    stats, stop = FleetStats(), asyncio.Event()
+    tasks = [asyncio.create_task(w.run(stats, stop)) for w in fleet]
+    await asyncio.sleep(warmup_s)
+    stats.measuring = True
+    measured_from = time.perf_counter()
+    await asyncio.sleep(duration_s)
+    stats.measuring = False
+    elapsed = time.perf_counter() - measured_from
+    rss_end = rss_bytes(coordinator_pid)
+    stop.set()
+    await asyncio.wait(tasks, timeout=LONG_POLL_MS / 1000 + 5)
+    for channel in channels:
+        await channel.close()
+    latencies = np.array(stats.fetch_latencies_s or [float("nan")])
+    return {
+        "workers": workers, "measured_s": elapsed, "cycles": stats.cycles,
+        "cycles_per_s": stats.cycles / elapsed, "register_s": register_s,
+        "registrations_per_s": workers / register_s if register_s else 0.0,
+        "fetch_task_p50_ms": float(np.percentile(latencies, 50) * 1000),
+        "fetch_task_p99_ms": float(np.percentile(latencies, 99) * 1000),
+        "empty_polls": stats.empty_polls, "rejected": dict(stats.rejected),
+        "errors": dict(stats.errors), "coordinator_rss_mb": rss_end / 2**20,
+        "coordinator_rss_per_worker_kb": (rss_registered - rss_before) / workers / 1024,
+        "coordinator_rss_growth_mb": (rss_end - rss_before) / 2**20,
+    }
+
+
+def profile_coordinator(pid: int, seconds: float, out: Path) -> subprocess.Popen:
+    """py-spy in the background: raw collapsed stacks, summarized by `hottest_frames`."""
+    return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)),
+                             "--rate", "200", "--format", "raw", "--output", str(out),
+                             "--nonblocking", "--threads"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def hottest_frames(raw_path: Path, top: int = 12) -> list[dict]:
+    """Share of samples in which each function appears anywhere on the stack (inclusive time),
+    idle threads waiting on a condition or the gRPC queue excluded."""
+    inclusive, total = Counter(), 0
+    for line in raw_path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if any(f.startswith(("wait (threading", "_wait_once", "select (selectors")) or
+               "concurrent/futures/thread.py" in f and f.startswith("_worker") and len(frames) < 4
+               for f in frames[-2:]):
+            continue
+        total += int(count)
+        for frame in set(frames[1:]):
+            inclusive[frame] += int(count)
+    return [{"frame": frame, "share": n / total} for frame, n in inclusive.most_common(top)] if total else []
+
+
+def run_scale(fleets: list[int], duration_s: float, warmup_s: float, out: Path,
+              profile: bool, log=print) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for workers in fleets:
+        workdir = out / f"coordinator-{workers}"
+        with LocalCluster(workers=0, workdir=workdir) as cluster:
+            with JobClient(cluster.address) as client:
+                job_id = client.submit(LOAD_JOB)
+                spy = None
+                if profile and workers == max(fleets):
+                    # Starts now, samples through registration+warm-up into the measured window.
+                    spy = profile_coordinator(cluster.coordinator.pid, warmup_s + duration_s + 5,
+                                              out / "coordinator-profile.txt")
+                figures = asyncio.run(drive_fleet(cluster.address, workers, warmup_s, duration_s,
+                                                  cluster.coordinator.pid))
+                job = client.get(job_id)
+                figures.update(rounds_closed=job["round"], results_accepted=job["results_accepted"])
+                client.cancel(job_id)
+                if spy is not None:
+                    spy.wait(timeout=120)
+        log(f"{workers:>5} workers: {figures['cycles_per_s']:,.0f} cycles/s, FetchTask p50 "
+            f"{figures['fetch_task_p50_ms']:.1f} ms p99 {figures['fetch_task_p99_ms']:.1f} ms, "
+            f"{figures['coordinator_rss_per_worker_kb']:.1f} KiB/worker")
+        results.append(figures)
+    report = {"fleets": results, "job": LOAD_JOB, "duration_s": duration_s}
+    raw = out / "coordinator-profile.txt"
+    if profile and raw.exists():
+        report["profile_hottest"] = hottest_frames(raw)
+    (out / "scale.json").write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__.split("\n")[0])
+    parser.add_argument("--fleet", type=int, nargs="+", default=[10, 100, 1000])
+    parser.add_argument("--duration", type=float, default=15.0, help="measured seconds per fleet")
+    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first")
+    parser.add_argument("--out", default="bench-results/scale")
+    parser.add_argument("--profile", action="store_true", help="py-spy the largest fleet's run")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    report = run_scale(args.fleet, args.duration, args.warmup, Path(args.out), args.profile,
+                       log=lambda line: print(line, file=sys.stderr))
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
