@@ -46,12 +46,15 @@ class ClusterError(RuntimeError):
 class LocalCluster:
     def __init__(self, workers: int = 4, workdir: str | Path | None = None,
                  worker_args: list[str] | None = None, port: int = 0,
-                 coordinator_args: list[str] | None = None):
+                 coordinator_args: list[str] | None = None,
+                 fleet: list[list[str]] | None = None):
+        """`fleet`, when given, starts one worker per entry with those extra arguments (see
+        deploy/mix.py) instead of `workers` identical ones."""
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="shardgrid-")
         self.workdir = Path(workdir or self._tmp.name)
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         (self.workdir / "keys").mkdir(exist_ok=True)
-        self.initial_workers = workers
+        self.fleet = fleet if fleet is not None else [[] for _ in range(workers)]
         self.worker_args = list(worker_args or [])
         self.coordinator_args = list(coordinator_args or [])
         self.port = port
@@ -64,22 +67,27 @@ class LocalCluster:
     def db_path(self) -> Path:
         return self.workdir / "state.db"
 
-    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen:
+    def _spawn(self, args: list[str], log_name: str,
+               extra_env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.workdir / "logs" / log_name, "ab")
+        env = {**child_env(), **(extra_env or {})}
         try:
             return subprocess.Popen(shardgrid_command(*args), stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=child_env(),
+                                    stdin=subprocess.DEVNULL, env=env,
                                     preexec_fn=_die_with_parent)
         finally:
             log.close()
 
-    def start_coordinator(self, timeout: float = 60.0) -> str:
+    def start_coordinator(self, timeout: float = 60.0,
+                          extra_env: dict[str, str] | None = None) -> str:
+        """Start (or restart, on the same address and database) the coordinator; `extra_env`
+        reaches only this process, e.g. SHARDGRID_FAULT for one run in a durability test."""
         log_path = self.workdir / "logs" / "coordinator.log"
         offset = log_path.stat().st_size if log_path.exists() else 0
         port = self.port or (int(self.address.rsplit(":", 1)[1]) if self.address else 0)
         self.coordinator = self._spawn(["coordinator", "--port", str(port), "--db",
                                         str(self.db_path), *self.coordinator_args],
-                                       "coordinator.log")
+                                       "coordinator.log", extra_env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with open(log_path, "rb") as fh:
@@ -105,8 +113,8 @@ class LocalCluster:
 
     def start(self) -> "LocalCluster":
         self.start_coordinator()
-        for _ in range(self.initial_workers):
-            self.add_worker()
+        for extra_args in self.fleet:
+            self.add_worker(extra_args)
         return self
 
     def kill_worker(self, index: int, sig: int = signal.SIGKILL) -> None:

@@ -26,6 +26,8 @@ from scheduler.placement import choose_shard
 from scheduler.spec import parse_spec
 from scheduler.store import Store, dumps
 from scheduler.submission import ResultCheck, Submission, Verdict
+from scheduler.verification import Trust
+from scheduler.verifier import Verifier
 from worker.workloads import WorkloadConfig
 
 REGISTER_WINDOW_S = 120.0
@@ -38,8 +40,7 @@ class WorkerRecord:
     token: bytes
     profile: dict
     last_seen: float
-    reputation: float = 0.0
-    banned: bool = False
+    trust: Trust
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class Coordinator:
         self.workers: dict[str, WorkerRecord] = {}
         self.jobs: dict[str, JobRuntime] = {}
         self.checker = ResultCheck(self)
+        self.verifier = Verifier(self)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         rounds.recover(self)
@@ -83,6 +85,11 @@ class Coordinator:
 
     def start(self) -> None:
         """Start the round driver (the only thread that aggregates) and the lease reaper."""
+        self.verifier.warm()
+        with self.lock:
+            for job in self.jobs.values():
+                if job.running:
+                    self.verifier.resume(job)
         for target, name in ((self._drive_rounds, "round-driver"), (self._reap, "lease-reaper")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -94,6 +101,7 @@ class Coordinator:
             self.changed.notify_all()
         for thread in self._threads:
             thread.join(timeout=10)
+        self.verifier.close()
         self.store.close()
 
     def _notify(self, job: JobRuntime | None = None) -> None:
@@ -115,11 +123,11 @@ class Coordinator:
         worker_id = signing.worker_id_for(public_key)
         with self.lock:
             known = self.workers.get(worker_id)
-            if known is not None and known.banned:
+            if known is not None and known.trust.banned:
                 raise GatewayError(Reject.BANNED, f"worker {worker_id} is banned")
             token = secrets.token_bytes(16)
             record = WorkerRecord(worker_id, public_key, token, profile, now,
-                                  known.reputation if known else 0.0)
+                                  known.trust if known else Trust())
             self.workers[worker_id] = record
             with self.store.transaction() as db:
                 db.execute("INSERT INTO workers(worker_id, public_key, session_token, profile_json,"
@@ -134,7 +142,7 @@ class Coordinator:
         record = self.workers.get(worker_id)
         if record is None or not secrets.compare_digest(record.token, token or b""):
             raise GatewayError(Reject.UNKNOWN_WORKER, "unknown worker or stale session: register again")
-        if record.banned:
+        if record.trust.banned:
             raise GatewayError(Reject.BANNED, f"worker {worker_id} is banned")
         record.last_seen = self.clock()
         return record
@@ -164,9 +172,11 @@ class Coordinator:
         for job in sorted(self.jobs.values(), key=lambda j: j.created_at):
             if not job.running or job.aggregating:
                 continue
-            shard = choose_shard(job.spec.shards, job.settled(), job.leased(), worker_id)
+            holders = {s: state.holders for s, state in job.shards.items()}
+            shard = choose_shard(job.copies_needed(), holders, worker_id)
             if shard is None:
                 continue
+            self.verifier.on_lease(job, shard, worker_id)
             now = self.clock()
             lease = Lease(secrets.token_hex(12), job.job_id, job.round, shard, worker_id, now,
                           now + job.spec.lease_timeout_s)
@@ -188,6 +198,16 @@ class Coordinator:
 
     def submit_result(self, submission: Submission, payload: bytes) -> Verdict:
         return self.checker.submit(submission, payload)
+
+    def count(self, job_id: str, name: str, by: int = 1) -> None:
+        """Caller holds the lock: a per-round verification counter (replicas, re-executions...)."""
+        self.store.count(job_id, self.jobs[job_id].round, name, by)
+
+    def save_trust(self, worker_id: str) -> None:
+        trust = self.workers[worker_id].trust
+        self.store.execute("UPDATE workers SET reputation=?, streak=?, proven_wrong=?, banned=? "
+                           "WHERE worker_id=?", (trust.reputation, trust.streak,
+                                                 trust.proven_wrong, int(trust.banned), worker_id))
 
     def _expire_leases(self) -> None:
         """Caller holds the lock: leases past their deadline, or held by silent workers, reopen."""
@@ -287,7 +307,22 @@ class Coordinator:
             "results_rejected": sum(rejected.values()), "rejected_by_reason": rejected,
             "waiting_for": waiting, "error": row["error"] or "",
             "workers": self.store.contributing_workers(job_id), "spec_toml": job.spec_toml,
+            "extra": self._verification_figures(job),
         }
+
+    def _verification_figures(self, job: JobRuntime) -> dict[str, float]:
+        """Extra compute spent on verification, as a share of the shards the job needed: overall,
+        and over the second half of the rounds so far (steady state, after trust is earned)."""
+        figures: dict[str, float] = {}
+        for label, from_round in (("", 0), ("_steady", job.round // 2)):
+            counts = self.store.counter_totals(job.job_id, from_round)
+            primary = max(1, (job.round - from_round) * job.spec.shards)
+            extra = counts.get("shards_replicated", 0) + counts.get("reexecutions", 0)
+            figures[f"verification_overhead{label}_pct"] = round(100.0 * extra / primary, 2)
+            if not label:
+                for name in ("shards_replicated", "shards_spot_checked", "reexecutions", "disputes"):
+                    figures[name] = float(counts.get(name, 0))
+        return figures
 
     def model_bytes(self, job_id: str) -> tuple[str, bytes]:
         job = self.job(job_id)
@@ -303,7 +338,7 @@ class Coordinator:
         return [{
             "worker_id": w.worker_id, "profile": w.profile, "last_seen_s": now - w.last_seen,
             "online": now - w.last_seen <= 3 * self.heartbeat_interval_s,
-            "reputation": w.reputation, "banned": w.banned,
+            "reputation": w.trust.reputation, "banned": w.trust.banned,
             "shards_accepted": ledger.get(w.worker_id, {}).get("shards") or 0,
             "samples": ledger.get(w.worker_id, {}).get("samples") or 0,
             "flops": ledger.get(w.worker_id, {}).get("flops") or 0.0,

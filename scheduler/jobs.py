@@ -37,6 +37,18 @@ class Accepted:
 
 
 @dataclass
+class ShardState:
+    """Verification bookkeeping of one shard in the open round."""
+
+    copies: int = 1                  # results wanted from distinct workers (2 = replicated)
+    results: list[Accepted] = field(default_factory=list)   # protocol-valid, in arrival order
+    settled: Accepted | None = None  # the result that goes into the aggregate
+    spot_check: bool = False         # the coordinator re-executes it before settling
+    checking: bool = False           # a re-execution is under way
+    holders: set[str] = field(default_factory=set)          # workers that leased it this round
+
+
+@dataclass
 class RoundSummary:
     round: int
     loss: float
@@ -57,7 +69,7 @@ class JobRuntime:
     optimizer: Optimizer
     created_at: float
     leases: dict[str, Lease] = field(default_factory=dict)      # active leases of this round
-    accepted: dict[int, list[Accepted]] = field(default_factory=dict)
+    shards: dict[int, ShardState] = field(default_factory=dict)   # open round, by shard
     aggregating: bool = False
     version: int = 0                                             # bumped on every visible change
     last_round: RoundSummary | None = None
@@ -67,8 +79,24 @@ class JobRuntime:
     def running(self) -> bool:
         return self.status == "running"
 
+    def shard(self, shard: int) -> ShardState:
+        return self.shards.setdefault(shard, ShardState())
+
     def settled(self) -> set[int]:
-        return {shard for shard, results in self.accepted.items() if results}
+        return {shard for shard, state in self.shards.items() if state.settled is not None}
+
+    def copies_needed(self) -> dict[int, int]:
+        """Further leases each shard still needs: wanted copies minus results and live leases."""
+        leased = self.leased()
+        needed = {}
+        for shard in range(self.spec.shards):
+            state = self.shards.get(shard)
+            if state is None:
+                needed[shard] = 1
+            elif state.settled is None and not state.checking:
+                live = len(leased.get(shard, ()))
+                needed[shard] = max(0, state.copies - len(state.results) - live)
+        return needed
 
     def leased(self) -> dict[int, set[str]]:
         by_shard: dict[int, set[str]] = {}
@@ -85,9 +113,10 @@ class JobRuntime:
             return ""
         if self.aggregating:
             return f"aggregating round {self.round}"
-        open_shards = self.spec.shards - len(self.settled())
         active = sum(1 for lease in self.leases.values() if lease.state == "active")
-        pending = open_shards - len({l.shard for l in self.leases.values() if l.state == "active"})
-        if pending > 0:
-            return f"round {self.round}: {pending} shard(s) waiting for a worker, {active} computing"
-        return f"round {self.round}: {active} shard(s) computing"
+        waiting = sum(1 for n in self.copies_needed().values() if n > 0)
+        checking = sum(1 for state in self.shards.values() if state.checking)
+        parts = [f"{waiting} shard(s) waiting for a worker" if waiting else "",
+                 f"{active} computing" if active else "",
+                 f"{checking} being re-executed by the coordinator" if checking else ""]
+        return f"round {self.round}: " + ", ".join(p for p in parts if p)

@@ -3,10 +3,17 @@
 Only the round-driver thread calls close_round, so aggregation kernels never run concurrently.
 A round commit is a single transaction after the new blobs are on disk: a coordinator killed at
 any point either redoes the aggregation from the stored updates or finds it done.
+
+Fault injection (tests and bench/chaos.py only, off by default): SHARDGRID_FAULT="POINT:ROUND"
+makes the coordinator SIGKILL itself when closing round ROUND reaches POINT, one of FaultPoint.
+A restart without the variable must then resume as if nothing happened; scheduler/audit.py checks.
 """
 from __future__ import annotations
 
 import json
+import os
+import signal
+from enum import Enum
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,6 +25,37 @@ from worker.workloads import evaluate_params
 
 if TYPE_CHECKING:
     from scheduler.core import Coordinator
+
+
+FAULT_ENV = "SHARDGRID_FAULT"
+
+
+class FaultPoint(str, Enum):
+    """The instants of a round close at which a test may kill the coordinator."""
+
+    AFTER_AGGREGATE = "after-aggregate"  # aggregate and step done in memory, nothing written
+    BEFORE_COMMIT = "before-commit"      # new parameter and optimizer blobs on disk, no transaction
+    MID_COMMIT = "mid-commit"            # round row and job pointer written, transaction open
+    AFTER_COMMIT = "after-commit"        # transaction committed, memory not advanced yet
+
+
+def fault_plan() -> tuple[FaultPoint, int] | None:
+    """The fault SHARDGRID_FAULT asks for, or None; a malformed value fails the coordinator start."""
+    raw = os.environ.get(FAULT_ENV, "").strip()
+    if not raw:
+        return None
+    point, _, round_no = raw.rpartition(":")
+    try:
+        return FaultPoint(point), int(round_no)
+    except ValueError:
+        known = ", ".join(p.value for p in FaultPoint)
+        raise ValueError(f"{FAULT_ENV}={raw!r}: expected POINT:ROUND with POINT one of {known}"
+                         ) from None
+
+
+def _maybe_die(point: FaultPoint, round_no: int) -> None:
+    if fault_plan() == (point, round_no):
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no flush: exactly like kill -9
 
 
 def aggregate_updates(spec: JobSpec, updates: np.ndarray, samples: np.ndarray,
@@ -54,23 +92,30 @@ def create_job(co: "Coordinator", job_id: str, spec: JobSpec, spec_toml: str,
 def close_round(co: "Coordinator", job: JobRuntime) -> None:
     with co.lock:
         round_no, params = job.round, job.params
-        chosen = [job.accepted[shard][0] for shard in range(job.spec.shards)]
+        chosen = [job.shards[shard].settled for shard in range(job.spec.shards)]
     updates = np.stack([co.blobs.get_tensor(a.payload_digest) for a in chosen])
     samples = np.array([a.samples for a in chosen], dtype=np.float64)
     aggregate = aggregate_updates(job.spec, updates, samples, job.previous_aggregate)
     new_params = job.optimizer.step(params, aggregate)
     loss, accuracy = evaluate_params(job.spec.workload, new_params)
+    _maybe_die(FaultPoint.AFTER_AGGREGATE, round_no)
     params_digest = co.blobs.put_tensor(new_params)
     optimizer_digest = co.blobs.put_tensor(job.optimizer.state())
+    # Stored so that centered clipping restarts from the same center after a coordinator restart.
+    aggregate_digest = co.blobs.put_tensor(aggregate)
+    _maybe_die(FaultPoint.BEFORE_COMMIT, round_no)
     now = co.clock()
     with co.lock:
         wall_s = now - job.created_at
         finished = (round_no + 1 >= job.spec.rounds
                     or (job.spec.target_accuracy > 0 and accuracy >= job.spec.target_accuracy))
         with co.store.transaction() as db:
-            db.execute("INSERT INTO rounds VALUES(?,?,?,?,?,?,?,?,?)",
+            db.execute("INSERT INTO rounds(job_id, round, params_digest, next_params_digest, loss,"
+                       " accuracy, updates, wall_s, closed_at, aggregate_digest, applied_leases)"
+                       " VALUES(?,?,?,?,?,?,?,?,?,?,?)",
                        (job.job_id, round_no, job.params_digest, params_digest, loss, accuracy,
-                        len(chosen), wall_s, now))
+                        len(chosen), wall_s, now, aggregate_digest,
+                        json.dumps([a.lease_id for a in chosen])))
             db.execute("UPDATE jobs SET round=?, params_digest=?, optimizer_digest=?, final_loss=?,"
                        " final_accuracy=? WHERE job_id=?",
                        (round_no + 1, params_digest, optimizer_digest, loss, accuracy, job.job_id))
@@ -78,10 +123,12 @@ def close_round(co: "Coordinator", job: JobRuntime) -> None:
                        "state='active'", (job.job_id, round_no))
             if finished:
                 co.finish_job(job, "completed")
+            _maybe_die(FaultPoint.MID_COMMIT, round_no)
+        _maybe_die(FaultPoint.AFTER_COMMIT, round_no)
         for lease in job.leases.values():
             lease.state = "cancelled"
         job.leases.clear()
-        job.accepted.clear()
+        job.shards.clear()
         job.round, job.params, job.params_digest = round_no + 1, new_params, params_digest
         job.previous_aggregate = aggregate
         job.last_round = RoundSummary(round_no, loss, accuracy, len(chosen), wall_s)
@@ -92,11 +139,13 @@ def close_round(co: "Coordinator", job: JobRuntime) -> None:
 def recover(co: "Coordinator") -> None:
     """Rebuild memory from the store: workers, every job, and each running round's progress."""
     from scheduler.core import WorkerRecord, load_profile
+    from scheduler.verification import Trust
 
     for row in co.store.query("SELECT * FROM workers"):
+        trust = Trust(row["reputation"], row["streak"], row["proven_wrong"], bool(row["banned"]))
         co.workers[row["worker_id"]] = WorkerRecord(
             row["worker_id"], bytes(row["public_key"]), bytes(row["session_token"] or b""),
-            load_profile(row["profile_json"]), co.clock(), row["reputation"], bool(row["banned"]))
+            load_profile(row["profile_json"]), co.clock(), trust)
     for row in co.store.query("SELECT * FROM jobs ORDER BY created_at"):
         spec = parse_spec(row["spec_toml"])
         params = co.blobs.get_tensor(row["params_digest"])
@@ -110,18 +159,26 @@ def recover(co: "Coordinator") -> None:
         if last is not None:
             job.last_round = RoundSummary(last["round"], last["loss"], last["accuracy"],
                                           last["updates"], last["wall_s"])
+            if last["aggregate_digest"]:
+                job.previous_aggregate = co.blobs.get_tensor(last["aggregate_digest"])
         if job.status not in TERMINAL:
             _recover_round(co, job)
         co.jobs[job.job_id] = job
 
 
 def _recover_round(co: "Coordinator", job: JobRuntime) -> None:
-    for row in co.store.query("SELECT * FROM results WHERE job_id=? AND round=? AND "
-                              "state='accepted' ORDER BY received_at", (job.job_id, job.round)):
+    for row in co.store.query("SELECT * FROM results WHERE job_id=? AND round=? AND state IN "
+                              "('accepted', 'pending') ORDER BY received_at", (job.job_id, job.round)):
         samples = int(json.loads(row["metrics_json"] or "{}").get("samples", 0))
-        job.accepted.setdefault(row["shard"], []).append(
-            Accepted(row["lease_id"], row["worker_id"], row["shard"], row["payload_digest"], samples))
+        result = Accepted(row["lease_id"], row["worker_id"], row["shard"], row["payload_digest"],
+                          samples)
+        state = job.shard(row["shard"])
+        state.results.append(result)
+        state.holders.add(row["worker_id"])
+        if row["state"] == "accepted" and state.settled is None:
+            state.settled = result  # the earliest verified result, as before the restart
     for row in co.store.query("SELECT * FROM leases WHERE job_id=? AND round=? AND state='active'",
                               (job.job_id, job.round)):
         job.leases[row["lease_id"]] = Lease(row["lease_id"], job.job_id, row["round"], row["shard"],
                                             row["worker_id"], row["issued_at"], row["deadline"])
+        job.shard(row["shard"]).holders.add(row["worker_id"])

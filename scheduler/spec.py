@@ -29,11 +29,11 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class VerificationPolicy:
+    enabled: bool = True             # volunteers are untrusted: verify unless told otherwise
     replicate_until: int = 10        # consecutive agreeing results before a worker is trusted
-    spot_check_fraction: float = 0.0
+    spot_check_fraction: float = 0.02  # of unreplicated results, re-executed by the coordinator
     tolerance: float = 1e-4          # relative L2 distance under which two replicas agree
     ban_after: int = 2               # proven-wrong results before a ban
-    enabled: bool = False
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,11 @@ def parse_spec(text: str) -> JobSpec:
                                    for k, v in verification.items()})
     if not 0 <= policy.spot_check_fraction <= 1:
         raise SpecError("verification.spot_check_fraction", "must lie in [0, 1]")
+    for name in ("replicate_until", "ban_after"):
+        if getattr(policy, name) < 1:
+            raise SpecError(f"verification.{name}", "must be at least 1")
+    if policy.tolerance < 0:
+        raise SpecError("verification.tolerance", "must be non-negative")
     return JobSpec(name=job["name"], workload=workload, rounds=job["rounds"],
                    target_accuracy=float(job.get("target_accuracy", 0.0)),
                    lease_timeout_s=float(job.get("lease_timeout_s", 30.0)), optimizer=opt["name"],

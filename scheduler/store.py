@@ -4,7 +4,9 @@ What MUST hold, whatever instant the process dies at:
 - a result is either absent or fully recorded (row, lease marked used, ledger entry) together;
 - a round commit (new parameters, optimizer state, round row, job pointer) is one transaction, so
   a restart either redoes the whole aggregation from the stored updates or sees it done, never half;
-- a lease id appears in at most one accepted result (PRIMARY KEY), so replays cannot double count.
+- a lease id appears in at most one accepted result (PRIMARY KEY), so replays cannot double count;
+- a round row names the results it applied (`applied_leases`, in shard order) and the aggregate it
+  stepped with, so scheduler/audit.py can replay every commit and prove nothing was applied twice.
 Tasks are not stored: a shard of the current round is open until an accepted result exists for it.
 """
 from __future__ import annotations
@@ -31,7 +33,8 @@ CREATE TABLE IF NOT EXISTS jobs(
     elapsed_s REAL NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS rounds(
     job_id TEXT, round INTEGER, params_digest TEXT, next_params_digest TEXT, loss REAL,
-    accuracy REAL, updates INTEGER, wall_s REAL, closed_at REAL, PRIMARY KEY(job_id, round));
+    accuracy REAL, updates INTEGER, wall_s REAL, closed_at REAL, aggregate_digest TEXT,
+    applied_leases TEXT, PRIMARY KEY(job_id, round));
 CREATE TABLE IF NOT EXISTS leases(
     lease_id TEXT PRIMARY KEY, job_id TEXT NOT NULL, round INTEGER NOT NULL, shard INTEGER NOT NULL,
     worker_id TEXT NOT NULL, issued_at REAL, deadline REAL, state TEXT NOT NULL);
@@ -44,6 +47,9 @@ CREATE INDEX IF NOT EXISTS results_round ON results(job_id, round, state);
 CREATE TABLE IF NOT EXISTS rejections(
     id INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT, worker_id TEXT, lease_id TEXT,
     code INTEGER NOT NULL, message TEXT, at REAL);
+CREATE TABLE IF NOT EXISTS counters(
+    job_id TEXT NOT NULL, round INTEGER NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL,
+    PRIMARY KEY(job_id, round, name));
 CREATE TABLE IF NOT EXISTS ledger(
     lease_id TEXT PRIMARY KEY, worker_id TEXT NOT NULL, job_id TEXT, round INTEGER, shard INTEGER,
     samples INTEGER, flops REAL, credits REAL, receipt BLOB, at REAL);
@@ -64,7 +70,15 @@ class Store:
         # drop the last transactions.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        self._add_missing_columns()
         self._depth = 0
+
+    def _add_missing_columns(self) -> None:
+        """Databases written before a column existed get it (NULL in old rows) on open."""
+        have = {row["name"] for row in self._db.execute("PRAGMA table_info(rounds)")}
+        for column in ("aggregate_digest", "applied_leases"):
+            if column not in have:
+                self._db.execute(f"ALTER TABLE rounds ADD COLUMN {column} TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -123,6 +137,15 @@ class Store:
         row = self.one("SELECT COUNT(DISTINCT worker_id) AS n FROM results "
                        "WHERE job_id=? AND state='accepted'", (job_id,))
         return row["n"]
+
+    def count(self, job_id: str, round_no: int, name: str, by: int = 1) -> None:
+        self.execute("INSERT INTO counters VALUES(?,?,?,?) ON CONFLICT(job_id, round, name) DO "
+                     "UPDATE SET value = value + excluded.value", (job_id, round_no, name, by))
+
+    def counter_totals(self, job_id: str, from_round: int = 0) -> dict[str, int]:
+        rows = self.query("SELECT name, SUM(value) AS n FROM counters WHERE job_id=? AND round>=? "
+                          "GROUP BY name", (job_id, from_round))
+        return {row["name"]: row["n"] for row in rows}
 
     def ledger_by_worker(self) -> dict[str, dict[str, Any]]:
         rows = self.query("SELECT worker_id, COUNT(*) AS shards, SUM(samples) AS samples, "

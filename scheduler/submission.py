@@ -143,19 +143,21 @@ class ResultCheck:
             receipt = co.key.sign(signing.receipt_bytes(worker_id=sub.worker_id, result=sub.digest(),
                                                         samples=samples, flops=flops, credits=credits))
             now = co.clock()
+            # Unverified results wait as 'pending' until the verifier settles them.
+            state = "pending" if job.spec.verification.enabled else "accepted"
             with co.store.transaction() as db:
                 db.execute("INSERT INTO results VALUES(?,?,?,?,?,?,?,?,?,?)",
                            (lease.lease_id, sub.job_id, sub.round, sub.shard, sub.worker_id, digest,
-                            dumps(sub.metrics), sub.signature, "accepted", now))
+                            dumps(sub.metrics), sub.signature, state, now))
                 db.execute("UPDATE leases SET state='used' WHERE lease_id=?", (lease.lease_id,))
                 db.execute("INSERT INTO ledger VALUES(?,?,?,?,?,?,?,?,?,?)",
                            (lease.lease_id, sub.worker_id, sub.job_id, sub.round, sub.shard, samples,
                             flops, credits, receipt, now))
             lease.state = "used"
             del job.leases[lease.lease_id]
-            job.accepted.setdefault(sub.shard, []).append(
+            job.shard(sub.shard).results.append(
                 Accepted(lease.lease_id, sub.worker_id, sub.shard, digest, samples))
-            co._notify(job)
+            co.verifier.on_result(job, sub.shard)
         return Verdict(True, receipt=receipt, credits=credits)
 
     def _record_rejection(self, sub: Submission, lease: Lease | None, exc: ResultRejected) -> None:

@@ -118,19 +118,47 @@ def cmd_cluster(args) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    cluster = LocalCluster(workers=args.workers, workdir=args.workdir, port=args.port)
+    cluster = LocalCluster(workdir=args.workdir, port=args.port, fleet=fleet_from_args(args))
     with cluster:
-        print(f"coordinator on {cluster.address}, {args.workers} workers; state and logs in "
+        print(f"coordinator on {cluster.address}, {len(cluster.fleet)} workers; state and logs in "
               f"{cluster.workdir}. Ctrl-C stops them all.", flush=True)
         stop.wait()
     print("cluster stopped", file=sys.stderr)
     return 0
 
 
+def fleet_from_args(args) -> list[list[str]]:
+    """Per-worker arguments from --mix, or --workers with the last --byzantine of them attacking."""
+    from deploy.mix import parse_mix
+
+    if args.mix:
+        fleet = parse_mix(args.mix)
+    else:
+        fleet = [[] for _ in range(args.workers)]
+    if args.byzantine > len(fleet):
+        raise SystemExit(f"--byzantine {args.byzantine} exceeds the {len(fleet)} workers")
+    for extra in fleet[len(fleet) - args.byzantine:]:
+        extra += ["--behavior", args.attack]
+    return fleet
+
+
+def _fleet_flags(p: argparse.ArgumentParser, default_workers: int) -> None:
+    from worker import behaviors
+
+    p.add_argument("--workers", type=int, default=default_workers)
+    p.add_argument("--mix", default=None, metavar="KIND:N,...",
+                   help="fleet of emulated hardware (and behaviours), e.g. laptop-cpu:4,server:2; "
+                        "replaces --workers")
+    p.add_argument("--byzantine", type=int, default=0, metavar="N",
+                   help="test instrument: the last N workers misbehave as --attack says")
+    p.add_argument("--attack", choices=[b for b in behaviors.NAMES if b != "honest"],
+                   default="sign-flip", help="test instrument: the misbehaviour of --byzantine workers")
+
+
 def cmd_demo(args) -> int:
     from shardgrid.demo import run_demo
 
-    return run_demo(workers=args.workers, spec_path=args.spec, as_json=args.json)
+    return run_demo(fleet_from_args(args), spec_path=args.spec, as_json=args.json)
 
 
 def cmd_bench(args, rest: list[str]) -> int:
@@ -195,13 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cluster", help="local clusters")
     csub = p.add_subparsers(dest="action", required=True)
     up = csub.add_parser("up", help="coordinator + N workers as local processes; Ctrl-C stops all")
-    up.add_argument("--workers", type=int, default=4)
+    _fleet_flags(up, 4)
     up.add_argument("--port", type=int, default=50051)
     up.add_argument("--workdir", default=None, help="state and logs (default: a temporary folder)")
     up.set_defaults(func=cmd_cluster)
 
     p = sub.add_parser("demo", help="train the example job on a local cluster and summarize")
-    p.add_argument("--workers", type=int, default=4)
+    _fleet_flags(p, 4)
     p.add_argument("--spec", default=None, help="job spec (default: deploy/jobs/digits-mlp.toml)")
     p.add_argument("--json", action="store_true", help="summary as one JSON object on the last line")
     p.set_defaults(func=cmd_demo)

@@ -75,6 +75,12 @@ def _children() -> set[int]:
         except OSError:
             continue
         # field 4 is the parent pid; the command name in field 2 may contain spaces
-        if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+        if int(stat.rsplit(")", 1)[1].split()[1]) != me:
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"resource_tracker" not in cmdline:  # multiprocessing's, shared by the whole session
             found.add(int(entry.name))
     return found

@@ -18,11 +18,12 @@ from tests.conftest import small_spec
 from worker.workloads import WorkloadConfig, compute_update
 
 
-def test_placement_fills_lowest_pending_shard():
-    """Pending shards go out lowest first; settled or leased ones are skipped."""
-    assert choose_shard(4, set(), {}, "w") == 0
-    assert choose_shard(4, {0}, {1: {"x"}}, "w") == 2
-    assert choose_shard(2, {0}, {1: {"x"}}, "w") is None
+def test_placement_fills_lowest_shard_needing_a_copy():
+    """Shards needing copies go out lowest first; a worker never gets a shard it already held."""
+    assert choose_shard({0: 1, 1: 1}, {}, "w") == 0
+    assert choose_shard({0: 0, 1: 0, 2: 1, 3: 1}, {}, "w") == 2
+    assert choose_shard({0: 0, 1: 1}, {1: {"w"}}, "w") is None
+    assert choose_shard({0: 0, 1: 1}, {1: {"w"}}, "v") == 1
 
 
 class Worker:
@@ -51,6 +52,9 @@ class Worker:
         return submission, payload
 
 
+NO_VERIFY = "\n[verification]\nenabled = false\n"
+
+
 def _wait(predicate, timeout=20.0):
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -61,7 +65,7 @@ def _wait(predicate, timeout=20.0):
 def test_accepted_results_and_leases_survive_restart(tmp_path):
     """A restart from the same database keeps accepted results; their leases stay used."""
     co = Coordinator(tmp_path / "s.db")
-    job_id = co.submit_job(small_spec(rounds=5, shards=3))
+    job_id = co.submit_job(small_spec(rounds=5, shards=3, extra=NO_VERIFY))
     worker = Worker(co)
     submission, payload = worker.work_one()
     assert co.submit_result(submission, payload).accepted
@@ -79,7 +83,7 @@ def test_round_commit_is_durable_and_matches_the_math(tmp_path):
     """Closing a round applies exactly the mean of the shard gradients, once, durably."""
     co = Coordinator(tmp_path / "s.db")
     co.start()
-    job_id = co.submit_job(small_spec(rounds=5, shards=2))
+    job_id = co.submit_job(small_spec(rounds=5, shards=2, extra=NO_VERIFY))
     start = co.job(job_id).params.copy()
     worker = Worker(co)
     updates = []
@@ -104,7 +108,7 @@ def test_expired_lease_goes_back_and_late_result_is_refused(tmp_path):
     """A lease past its deadline reopens its shard; its late result gets LEASE_EXPIRED."""
     now = [time.time()]
     co = Coordinator(tmp_path / "s.db", clock=lambda: now[0])
-    co.submit_job(small_spec(rounds=5, shards=1, lease_timeout_s=5))
+    co.submit_job(small_spec(rounds=5, shards=1, extra=NO_VERIFY, lease_timeout_s=5))
     slow, fast = Worker(co), Worker(co)
     submission, payload = slow.work_one()
     assert co.fetch_task(fast.id, fast.token) is None  # the only shard is leased

@@ -1,0 +1,181 @@
+"""Applies the verification policy to the open rounds: replicas, spot checks, disputes, bans.
+
+Re-executions run in a process pool of the coordinator's own (spawned, never forked), so the RPC
+threads never compute; their outcome is applied under the coordinator lock when it arrives.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import random
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from scheduler import verification as policy
+from scheduler.errors import Reject
+from scheduler.jobs import Accepted, JobRuntime, ShardState
+from worker.workloads import WorkloadConfig, compute_update
+
+if TYPE_CHECKING:
+    from scheduler.core import Coordinator
+
+log = logging.getLogger("shardgrid.verify")
+
+
+def reexecute(workload_json: str, params: np.ndarray, round_no: int, shard: int) -> np.ndarray:
+    """Runs in the pool: the coordinator's own computation of a shard."""
+    return compute_update(WorkloadConfig.from_json(workload_json), params, round_no, shard).update
+
+
+def reexecute_warmup() -> None:
+    import sklearn.datasets  # noqa: F401  the slowest import of a first re-execution
+
+
+class Verifier:
+    def __init__(self, co: "Coordinator", seed: int | None = None):
+        self.co = co
+        self.rng = random.Random(seed)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def warm(self) -> None:
+        """Start the pool process now, so the first spot check does not wait for its imports."""
+        self._ensure_pool().submit(reexecute_warmup)
+
+    def _ensure_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=1,
+                                             mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            # waiting (a re-execution takes milliseconds) lets the pool release its semaphores
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    # ------------------------------------------------------------------ decisions (lock held)
+    def on_lease(self, job: JobRuntime, shard: int, worker_id: str) -> None:
+        state = job.shards.get(shard)
+        if state is None:
+            state = job.shard(shard)
+            trust = self.co.workers[worker_id].trust
+            if policy.wants_replica(trust, job.spec.verification, self.rng):
+                state.copies = 2
+                self.co.count(job.job_id, "shards_replicated")
+        state.holders.add(worker_id)
+
+    def on_result(self, job: JobRuntime, shard: int) -> None:
+        """A protocol-valid result arrived: settle the shard, wait for more, or re-execute."""
+        state = job.shards[shard]
+        if state.settled is not None or state.checking or len(state.results) < state.copies:
+            return
+        if not job.spec.verification.enabled:
+            self._settle(job, state, state.results[0], state.results[:1])
+            return
+        if state.copies == 1:
+            if not state.spot_check and policy.wants_spot_check(job.spec.verification, self.rng):
+                state.spot_check = True
+                self.co.count(job.job_id, "shards_spot_checked")
+            if state.spot_check:
+                self._start_reexecution(job, shard)
+            else:
+                self._settle(job, state, state.results[0], [])
+            return
+        first, second = state.results[0], state.results[1]
+        if policy.agree(first.payload_digest, second.payload_digest, self._update(first),
+                        self._update(second), job.spec.verification.tolerance):
+            self._settle(job, state, first, [first, second])
+        else:
+            self.co.count(job.job_id, "disputes")
+            self._start_reexecution(job, shard)
+
+    def _settle(self, job: JobRuntime, state: ShardState, chosen: Accepted,
+                verified: list[Accepted]) -> None:
+        state.settled = chosen
+        self.co._notify(job)
+        if not job.spec.verification.enabled:
+            return  # recorded as accepted on arrival: nothing more to write
+        for result in verified:
+            policy.record_agreement(self.co.workers[result.worker_id].trust)
+            self.co.save_trust(result.worker_id)
+        ids = {chosen.lease_id, *(r.lease_id for r in verified)}
+        self.co.store.execute(f"UPDATE results SET state='accepted' WHERE lease_id IN "
+                              f"({','.join('?' * len(ids))})", tuple(ids))
+
+    def _update(self, result: Accepted) -> np.ndarray:
+        return self.co.blobs.get_tensor(result.payload_digest)
+
+    def resume(self, job: JobRuntime) -> None:
+        """After a restart, results recovered unverified are settled by re-execution."""
+        for shard, state in job.shards.items():
+            if state.settled is None and state.results and not state.checking:
+                self._start_reexecution(job, shard)
+
+    # ------------------------------------------------------------------ re-execution
+    def _start_reexecution(self, job: JobRuntime, shard: int) -> None:
+        state = job.shards[shard]
+        state.checking = True
+        self.co.count(job.job_id, "reexecutions")
+        future = self._ensure_pool().submit(reexecute, job.spec.workload.to_json(), job.params, job.round,
+                                   shard)
+        round_no = job.round
+        future.add_done_callback(lambda f: self._on_reference(job, round_no, shard, f))
+
+    def _on_reference(self, job: JobRuntime, round_no: int, shard: int, future: Future) -> None:
+        with self.co.lock:
+            state = job.shards.get(shard)
+            if job.round != round_no or state is None or not job.running:
+                return  # the round moved on (or the job ended) while we computed
+            state.checking = False
+            try:
+                reference = future.result()
+            except Exception as exc:  # the pool died: retry rather than settle unverified
+                log.warning("re-execution of round %d shard %d failed: %r", round_no, shard, exc)
+                self._start_reexecution(job, shard)
+                return
+            tolerance = job.spec.verification.tolerance
+            good = [r for r in state.results
+                    if policy.agree("", "-", self._update(r), reference, tolerance)]
+            for result in [r for r in state.results if r not in good]:
+                self.prove_wrong(job, state, result)
+            if good:
+                self._settle(job, state, good[0], good)
+            else:
+                state.copies = 2  # every result was wrong: redo it, replicated
+            self.co._notify(job)
+
+    # ------------------------------------------------------------------ punishment
+    def prove_wrong(self, job: JobRuntime, state: ShardState, result: Accepted) -> None:
+        """Discard a result shown wrong, drop its worker's trust, ban at the policy's limit."""
+        co = self.co
+        state.results.remove(result)
+        with co.store.transaction() as db:
+            db.execute("UPDATE results SET state='rejected' WHERE lease_id=?", (result.lease_id,))
+            db.execute("DELETE FROM ledger WHERE lease_id=?", (result.lease_id,))
+            db.execute("INSERT INTO rejections(job_id, worker_id, lease_id, code, message, at) "
+                       "VALUES(?,?,?,?,?,?)", (job.job_id, result.worker_id, result.lease_id,
+                                               int(Reject.DISAGREEMENT),
+                                               "disagrees with the coordinator's re-execution",
+                                               co.clock()))
+        worker = co.workers[result.worker_id]
+        policy.record_proven_wrong(worker.trust, job.spec.verification)
+        co.save_trust(worker.worker_id)
+        log.warning("worker %s proven wrong (round %d shard %d)%s", worker.worker_id, job.round,
+                    result.shard, "; banned" if worker.trust.banned else "")
+        if worker.trust.banned:
+            self._discard_pending(worker.worker_id)
+
+    def _discard_pending(self, worker_id: str) -> None:
+        """A banned worker's unsettled results in every open round go; their shards reopen."""
+        for job in self.co.jobs.values():
+            for lease in [l for l in job.leases.values() if l.worker_id == worker_id]:
+                lease.state = "cancelled"
+                del job.leases[lease.lease_id]
+            for state in job.shards.values():
+                for result in [r for r in state.results if r.worker_id == worker_id]:
+                    if state.settled is None:
+                        state.results.remove(result)
+                        self.co.store.execute("UPDATE results SET state='rejected' WHERE "
+                                              "lease_id=?", (result.lease_id,))
+            self.co._notify(job)

@@ -1,0 +1,93 @@
+"""Verification: the pure policy, and the coordinator core settling, disputing and banning."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from protos.codec import encode_tensor, sha256_hex
+from scheduler.core import Coordinator
+from scheduler.errors import GatewayError, Reject
+from scheduler.spec import VerificationPolicy
+from scheduler.submission import Submission
+from scheduler.verification import (Trust, agree, record_agreement, record_proven_wrong,
+                                    relative_distance, wants_replica)
+from tests.conftest import small_spec
+from tests.test_core import Worker, _wait
+
+
+def test_replication_until_trusted_then_rarely():
+    """New workers are always replicated; after N agreeing results only about 1/streak of the time."""
+    policy, rng = VerificationPolicy(replicate_until=10), random.Random(0)
+    assert all(wants_replica(Trust(streak=s), policy, rng) for s in range(10))
+    rate = np.mean([wants_replica(Trust(streak=50), policy, rng) for _ in range(20000)])
+    assert rate == pytest.approx(1 / 50, abs=0.005)
+    assert not wants_replica(Trust(), VerificationPolicy(enabled=False), rng)
+
+
+def test_agreement_bitwise_or_within_tolerance():
+    """Equal digests agree; otherwise the relative L2 distance decides."""
+    a = np.ones(100, np.float32)
+    assert agree("x", "x", None, None, 0.0)
+    assert agree("x", "y", a, a * (1 + 1e-6), 1e-4)
+    assert not agree("x", "y", a, -a, 1e-4)
+    assert not agree("x", "y", a, a[:50], 1e-4)
+    assert relative_distance(np.zeros(3), np.zeros(3)) == 0.0
+
+
+def test_trust_rises_with_agreement_and_collapses_on_proof():
+    """Agreement builds a streak; a proven-wrong result zeroes trust; ban_after of them ban."""
+    trust, policy = Trust(), VerificationPolicy(ban_after=2)
+    for _ in range(5):
+        record_agreement(trust)
+    assert trust.streak == 5 and trust.reputation == pytest.approx(0.5)
+    record_proven_wrong(trust, policy)
+    assert (trust.streak, trust.reputation, trust.banned) == (0, 0.0, False)
+    record_proven_wrong(trust, policy)
+    assert trust.banned
+
+
+def _signed(worker: Worker, submission: Submission, payload: bytes) -> Submission:
+    fields = {**vars(submission), "payload_digest": sha256_hex(payload),
+              "payload_size": len(payload)}
+    unsigned = Submission(**{**fields, "signature": b""})
+    return Submission(**{**fields, "signature": worker.key.sign(unsigned.digest())})
+
+
+def test_replicas_that_agree_settle_and_build_trust(tmp_path):
+    """Two honest copies of a shard from distinct workers settle it and raise both streaks."""
+    co = Coordinator(tmp_path / "s.db")
+    job_id = co.submit_job(small_spec(rounds=5, shards=1))
+    a, b = Worker(co), Worker(co)
+    first, second = a.work_one(), b.work_one()
+    assert first[0].shard == second[0].shard == 0  # the new worker's shard is replicated
+    assert co.submit_result(*first).accepted
+    assert co.job(job_id).settled() == set()       # waits for its replica
+    assert co.submit_result(*second).accepted
+    assert co.job(job_id).settled() == {0}
+    assert co.workers[a.id].trust.streak == co.workers[b.id].trust.streak == 1
+    co.stop()
+
+
+def test_disagreement_is_settled_by_reexecution_and_liars_are_banned(tmp_path):
+    """A wrong replica is proven wrong by re-execution; at ban_after it is banned, refused, and
+    its pending results are dropped; the honest copy settles the shard."""
+    co = Coordinator(tmp_path / "s.db")
+    co.start()
+    job_id = co.submit_job(small_spec(rounds=5, shards=2, extra="\n[verification]\nban_after = 1\n"))
+    honest, liar = Worker(co), Worker(co)
+    good = honest.work_one()
+    bad_sub, payload = liar.work_one()
+    assert good[0].shard == bad_sub.shard
+    flipped = encode_tensor(-4 * np.frombuffer(payload, "<f4"))
+    assert co.submit_result(*good).accepted
+    assert co.submit_result(_signed(liar, bad_sub, flipped), flipped).accepted  # valid protocol
+    _wait(lambda: co.job(job_id).settled() == {good[0].shard})
+    assert co.workers[liar.id].trust.banned
+    assert co.job_figures(job_id)["rejected_by_reason"] == {"disagreement": 1}
+    with pytest.raises(GatewayError) as info:
+        co.fetch_task(liar.id, liar.token)
+    assert info.value.code == Reject.BANNED
+    assert not co.store.query("SELECT * FROM ledger WHERE worker_id=?", (liar.id,))
+    co.stop()
