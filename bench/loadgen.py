@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import functools
 import json
+import os
 import subprocess
 import sys
 import time
@@ -58,6 +59,8 @@ batch_size = 4
 [optimizer]
 name = "sgd"
 lr = 0.01
+[verification]
+enabled = {verification}
 """
 PROFILE = {"cores": 1, "memory_bytes": 1 << 30, "gflops": 1.0, "device_class": "cpu",
            "bandwidth_mbps": 0.0, "profile_name": ""}
@@ -147,6 +150,12 @@ class SimWorker:
                 await asyncio.sleep(0.05)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (from /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -169,9 +178,12 @@ async def drive_fleet(address: str, workers: int, warmup_s: float, duration_s: f
     await asyncio.sleep(warmup_s)
     stats.measuring = True
     measured_from = time.perf_counter()
+    cpu_from, own_cpu_from = cpu_seconds(coordinator_pid), time.process_time()
     await asyncio.sleep(duration_s)
     stats.measuring = False
     elapsed = time.perf_counter() - measured_from
+    coordinator_cpu = (cpu_seconds(coordinator_pid) - cpu_from) / elapsed
+    loadgen_cpu = (time.process_time() - own_cpu_from) / elapsed
     rss_end = rss_bytes(coordinator_pid)
     stop.set()
     await asyncio.wait(tasks, timeout=LONG_POLL_MS / 1000 + 5)
@@ -188,43 +200,49 @@ async def drive_fleet(address: str, workers: int, warmup_s: float, duration_s: f
         "errors": dict(stats.errors), "coordinator_rss_mb": rss_end / 2**20,
         "coordinator_rss_per_worker_kb": (rss_registered - rss_before) / workers / 1024,
         "coordinator_rss_growth_mb": (rss_end - rss_before) / 2**20,
+        # In cores: ~1.0 means the coordinator is bound by one core (the GIL); well under 1.0
+        # means it waits (locks, I/O) or is starved by the load generator.
+        "coordinator_cpu_cores": coordinator_cpu, "loadgen_cpu_cores": loadgen_cpu,
     }
 
 
 def profile_coordinator(pid: int, seconds: float, out: Path) -> subprocess.Popen:
     """py-spy in the background: raw collapsed stacks, summarized by `hottest_frames`."""
+    # --gil: only the thread holding the GIL is sampled, so shares are of the CPU the coordinator's
+    # Python actually burns (the GIL is one core), not of threads parked on locks.
     return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)),
-                             "--rate", "200", "--format", "raw", "--output", str(out),
-                             "--nonblocking", "--threads"],
+                             "--rate", "100", "--format", "raw", "--output", str(out), "--gil"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def hottest_frames(raw_path: Path, top: int = 12) -> list[dict]:
-    """Share of samples in which each function appears anywhere on the stack (inclusive time),
-    idle threads waiting on a condition or the gRPC queue excluded."""
+def hottest_frames(raw_path: Path, top: int = 15) -> list[dict]:
+    """Inclusive share of the coordinator's GIL-holding samples per function (any line), for the
+    coordinator's own code, the gRPC server machinery and lock/condition handling."""
+    interesting = ("scheduler/", "protos/", "grpc/_server.py", "Condition.")
     inclusive, total = Counter(), 0
     for line in raw_path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        frames = stack.split(";")
-        if any(f.startswith(("wait (threading", "_wait_once", "select (selectors")) or
-               "concurrent/futures/thread.py" in f and f.startswith("_worker") and len(frames) < 4
-               for f in frames[-2:]):
-            continue
         total += int(count)
-        for frame in set(frames[1:]):
-            inclusive[frame] += int(count)
-    return [{"frame": frame, "share": n / total} for frame, n in inclusive.most_common(top)] if total else []
+        functions = set()
+        for frame in stack.split(";"):
+            name, _, where = frame.partition(" (")
+            if any(key in frame for key in interesting):
+                functions.add(f"{name} ({where.rsplit(':', 1)[0].rsplit('site-packages/', 1)[-1]})")
+        for function in functions:
+            inclusive[function] += int(count)
+    return [{"function": f, "share": n / total} for f, n in inclusive.most_common(top)] if total else []
 
 
 def run_scale(fleets: list[int], duration_s: float, warmup_s: float, out: Path,
-              profile: bool, log=print) -> dict:
+              profile: bool, verification: bool = True, log=print) -> dict:
+    job_toml = LOAD_JOB.format(verification="true" if verification else "false")
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for workers in fleets:
         workdir = out / f"coordinator-{workers}"
         with LocalCluster(workers=0, workdir=workdir) as cluster:
             with JobClient(cluster.address) as client:
-                job_id = client.submit(LOAD_JOB)
+                job_id = client.submit(job_toml)
                 spy = None
                 if profile and workers == max(fleets):
                     # Starts now, samples through registration+warm-up into the measured window.
@@ -237,11 +255,11 @@ def run_scale(fleets: list[int], duration_s: float, warmup_s: float, out: Path,
                 client.cancel(job_id)
                 if spy is not None:
                     spy.wait(timeout=120)
-        log(f"{workers:>5} workers: {figures['cycles_per_s']:,.0f} cycles/s, FetchTask p50 "
+        log(f"{workers:>5} workers (verification {'on' if verification else 'off'}): {figures['cycles_per_s']:,.0f} cycles/s, FetchTask p50 "
             f"{figures['fetch_task_p50_ms']:.1f} ms p99 {figures['fetch_task_p99_ms']:.1f} ms, "
             f"{figures['coordinator_rss_per_worker_kb']:.1f} KiB/worker")
         results.append(figures)
-    report = {"fleets": results, "job": LOAD_JOB, "duration_s": duration_s}
+    report = {"fleets": results, "job": job_toml, "duration_s": duration_s}
     raw = out / "coordinator-profile.txt"
     if profile and raw.exists():
         report["profile_hottest"] = hottest_frames(raw)
@@ -256,9 +274,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first")
     parser.add_argument("--out", default="bench-results/scale")
     parser.add_argument("--profile", action="store_true", help="py-spy the largest fleet's run")
+    parser.add_argument("--no-verification", action="store_true",
+                        help="job without replication/spot checks: the protocol's cost alone")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     report = run_scale(args.fleet, args.duration, args.warmup, Path(args.out), args.profile,
+                       verification=not args.no_verification,
                        log=lambda line: print(line, file=sys.stderr))
     if args.json:
         print(json.dumps(report))

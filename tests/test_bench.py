@@ -130,3 +130,27 @@ def test_bench_quick_end_to_end(ray_session, tmp_path, capsys):
     assert math.isclose(results["time_to_target_ratio"], clean["time_to_target_ratio"])
     assert sum(w["shards_accepted"] for w in clean["shardgrid"]["worker_stats"]) >= \
         clean["shardgrid"]["rounds_run"] * 4
+
+
+@pytest.mark.slow
+def test_loadgen_small_fleet_completes_signed_cycles(tmp_path):
+    """Five simulated workers register, lease, sign and get their results accepted."""
+    from bench.loadgen import run_scale
+
+    report = run_scale([5], duration_s=1.5, warmup_s=0.5, out=tmp_path, profile=False,
+                       log=lambda line: None)
+    (fleet,) = report["fleets"]
+    assert fleet["cycles"] > 0 and fleet["rejected"] == {} and fleet["errors"] == {}
+    assert fleet["fetch_task_p50_ms"] <= fleet["fetch_task_p99_ms"]
+    assert fleet["coordinator_rss_mb"] > 0
+    assert json.loads((tmp_path / "scale.json").read_text())["fleets"][0]["cycles"] == fleet["cycles"]
+
+
+def test_hottest_frames_counts_each_function_once_per_sample(tmp_path):
+    from bench.loadgen import hottest_frames
+
+    raw = tmp_path / "profile.txt"
+    raw.write_text("run (x.py:1);fetch_task (scheduler/core.py:10);fetch_task (scheduler/core.py:12) 3\n"
+                   "run (x.py:1);submit (scheduler/submission.py:5) 1\n")
+    shares = {row["function"]: row["share"] for row in hottest_frames(raw)}
+    assert shares == {"fetch_task (scheduler/core.py)": 0.75, "submit (scheduler/submission.py)": 0.25}
