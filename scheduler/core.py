@@ -41,6 +41,7 @@ class WorkerRecord:
     profile: dict
     last_seen: float
     trust: Trust
+    registered_ms: int = 0   # timestamp of the last accepted registration: replays must be newer
 
 
 @dataclass(frozen=True)
@@ -125,16 +126,21 @@ class Coordinator:
             known = self.workers.get(worker_id)
             if known is not None and known.trust.banned:
                 raise GatewayError(Reject.BANNED, f"worker {worker_id} is banned")
+            if known is not None and timestamp_ms <= known.registered_ms:
+                # A captured registration replayed inside the window must not mint a session.
+                raise GatewayError(Reject.BAD_SIGNATURE, "registration is not newer than the last one")
             token = secrets.token_bytes(16)
             record = WorkerRecord(worker_id, public_key, token, profile, now,
-                                  known.trust if known else Trust())
+                                  known.trust if known else Trust(), timestamp_ms)
             self.workers[worker_id] = record
             with self.store.transaction() as db:
                 db.execute("INSERT INTO workers(worker_id, public_key, session_token, profile_json,"
                            " registered_at, last_seen) VALUES(?,?,?,?,?,?) ON CONFLICT(worker_id) DO"
                            " UPDATE SET session_token=excluded.session_token, profile_json="
-                           "excluded.profile_json, last_seen=excluded.last_seen",
-                           (worker_id, public_key, token, dumps(profile), now, now))
+                           "excluded.profile_json, last_seen=excluded.last_seen, registered_at="
+                           "excluded.registered_at",
+                           (worker_id, public_key, token, dumps(profile), timestamp_ms / 1000.0,
+                            now))
             return record
 
     def authenticate(self, worker_id: str, token: bytes) -> WorkerRecord:

@@ -145,7 +145,8 @@ def recover(co: "Coordinator") -> None:
         trust = Trust(row["reputation"], row["streak"], row["proven_wrong"], bool(row["banned"]))
         co.workers[row["worker_id"]] = WorkerRecord(
             row["worker_id"], bytes(row["public_key"]), bytes(row["session_token"] or b""),
-            load_profile(row["profile_json"]), co.clock(), trust)
+            load_profile(row["profile_json"]), co.clock(), trust,
+            round((row["registered_at"] or 0) * 1000))
     for row in co.store.query("SELECT * FROM jobs ORDER BY created_at"):
         spec = parse_spec(row["spec_toml"])
         params = co.blobs.get_tensor(row["params_digest"])

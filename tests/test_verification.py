@@ -91,3 +91,53 @@ def test_disagreement_is_settled_by_reexecution_and_liars_are_banned(tmp_path):
     assert info.value.code == Reject.BANNED
     assert not co.store.query("SELECT * FROM ledger WHERE worker_id=?", (liar.id,))
     co.stop()
+
+
+def test_replayed_registration_mints_no_session(tmp_path):
+    """A captured Register message sent again (inside the time window) is refused."""
+    import time
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from protos import signing
+
+    co = Coordinator(tmp_path / "s.db")
+    key = Ed25519PrivateKey.generate()
+    public, ts = signing.public_bytes(key), int(time.time() * 1000)
+    message = (public, {"cores": 1}, ts, key.sign(signing.register_bytes(public, ts, {"cores": 1})))
+    co.register(*message)
+    with pytest.raises(GatewayError) as info:
+        co.register(*message)
+    assert info.value.code == Reject.BAD_SIGNATURE
+    co.stop()
+    again = Coordinator(tmp_path / "s.db")  # the bound survives a restart
+    with pytest.raises(GatewayError):
+        again.register(*message)
+    again.stop()
+
+
+def test_worker_pins_coordinator_key_and_checks_leases(tmp_path, coordinator, client):
+    """A worker pins the key on first contact, refuses another coordinator at that address, and
+    ignores a lease whose signature does not verify."""
+    from protos import shardgrid_pb2 as pb
+    from scheduler.server import CoordinatorServer
+    from worker.agent import WorkerAgent
+
+    client.submit(small_spec(rounds=3, shards=2))
+    key = tmp_path / "w.key"
+    agent = WorkerAgent(coordinator.address, key, profile={"cores": 1}, max_tasks=1)
+    assert agent.run() == 0
+    grant_reply = agent.gateway.FetchTask(pb.FetchTaskRequest(
+        worker_id=agent.worker_id, session_token=agent.token, wait_ms=2000))
+    assert grant_reply.has_task and agent._lease_is_genuine(grant_reply.lease)
+    grant_reply.lease.shard += 1
+    assert not agent._lease_is_genuine(grant_reply.lease)
+    agent.close()
+
+    impostor = CoordinatorServer(tmp_path / "other.db", port=0)
+    with impostor:
+        pins = key.with_name("w.key.pins")
+        pins.write_text(pins.read_text().replace(coordinator.address, impostor.address))
+        agent = WorkerAgent(impostor.address, key, profile={"cores": 1}, max_tasks=1)
+        assert agent.run() == 4
+        agent.close()

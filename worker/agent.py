@@ -9,6 +9,7 @@ honest update before it is encoded and decides the envelope (payload, signing ke
 """
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -36,6 +37,36 @@ RPC_TIMEOUT_S = 30.0
 
 class WorkerBanned(RuntimeError):
     pass
+
+
+class CoordinatorKeyMismatch(RuntimeError):
+    """The coordinator at a pinned address presented another key: possibly an impostor."""
+
+
+class KeyPins:
+    """Trust on first use: the coordinator key seen at each address, kept beside the worker key."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def _load(self) -> dict[str, str]:
+        try:
+            return json.loads(self.path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def check(self, address: str, public_key: bytes) -> bytes:
+        pins = self._load()
+        pinned = pins.get(address)
+        if pinned is None:
+            pins[address] = public_key.hex()
+            self.path.write_text(json.dumps(pins, indent=1, sort_keys=True))
+            return public_key
+        if bytes.fromhex(pinned) != public_key:
+            raise CoordinatorKeyMismatch(
+                f"the coordinator at {address} presents a different key than the one pinned in "
+                f"{self.path}; refusing to work for it (remove the pin if it was re-keyed on purpose)")
+        return public_key
 
 
 class Backoff:
@@ -67,6 +98,8 @@ class WorkerAgent:
         self.channel = grpc.insecure_channel(coordinator, options=GRPC_OPTIONS)
         self.gateway = rpc.WorkerGatewayStub(self.channel)
         self.token = b""
+        self.pins = KeyPins(Path(str(key_path) + ".pins"))
+        self.coordinator_key = b""
         self.heartbeat_interval_s = 2.0
         self.params_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.active_leases: set[str] = set()
@@ -84,6 +117,7 @@ class WorkerAgent:
             public_key=self.public_key, profile=pb.HardwareProfile(**self.profile),
             timestamp_ms=timestamp_ms, signature=signature,
             protocol_version=signing.PROTOCOL_VERSION), timeout=RPC_TIMEOUT_S)
+        self.coordinator_key = self.pins.check(self.address, reply.coordinator_public_key)
         self.token = reply.session_token
         self.heartbeat_interval_s = reply.heartbeat_interval_ms / 1000.0 or 2.0
         log.info("registered with %s as %s", self.address, self.worker_id)
@@ -112,6 +146,9 @@ class WorkerAgent:
                 self._one_task()
                 if self.max_tasks is not None and self.tasks_done >= self.max_tasks:
                     return 0
+            except CoordinatorKeyMismatch as exc:
+                log.error("%s", exc)
+                return 4
             except grpc.RpcError as exc:
                 code = exc.code()
                 if code == grpc.StatusCode.PERMISSION_DENIED:
@@ -135,12 +172,22 @@ class WorkerAgent:
         if not reply.has_task:
             return
         lease = reply.lease
+        if not self._lease_is_genuine(lease):
+            log.error("lease %s is not signed by the pinned coordinator key; ignoring it",
+                      lease.lease_id)
+            return
         self.active_leases.add(lease.lease_id)
         try:
             self._work_on(lease)
         finally:
             self.active_leases.discard(lease.lease_id)
             self.cancelled.discard(lease.lease_id)
+
+    def _lease_is_genuine(self, lease: pb.TaskLease) -> bool:
+        return signing.verify(self.coordinator_key, lease.coordinator_signature, signing.lease_bytes(
+            lease_id=lease.lease_id, worker_id=self.worker_id, job_id=lease.job_id,
+            round_no=lease.round, shard=lease.shard, params_digest=lease.params_digest,
+            deadline_ms=lease.deadline_ms))
 
     def _work_on(self, lease: pb.TaskLease) -> None:
         params = self._params(lease.params_digest)
