@@ -22,7 +22,7 @@ from scheduler import rounds
 from scheduler.blobs import BlobStore
 from scheduler.errors import GatewayError, JobNotFound, Reject
 from scheduler.jobs import TERMINAL, JobRuntime, Lease
-from scheduler.placement import choose_shard
+from scheduler import placement
 from scheduler.spec import parse_spec
 from scheduler.store import Store, dumps
 from scheduler.submission import ResultCheck, Submission, Verdict
@@ -42,6 +42,7 @@ class WorkerRecord:
     last_seen: float
     trust: Trust
     registered_ms: int = 0   # timestamp of the last accepted registration: replays must be newer
+    speed: float = 0.0       # EWMA of observed FLOP/s, lease to result; 0 until a first result
 
 
 @dataclass(frozen=True)
@@ -175,17 +176,25 @@ class Coordinator:
                 self.changed.wait(remaining)
 
     def _try_lease(self, worker_id: str) -> LeaseGrant | None:
+        worker = self.workers[worker_id]
+        now = self.clock()
         for job in sorted(self.jobs.values(), key=lambda j: j.created_at):
             if not job.running or job.aggregating:
                 continue
-            holders = {s: state.holders for s, state in job.shards.items()}
-            shard = choose_shard(job.copies_needed(), holders, worker_id)
-            if shard is None:
+            if not placement.fits_in_memory(worker.profile, job.memory_needed):
                 continue
+            holders = {s: state.holders for s, state in job.shards.items()}
+            shard = placement.choose_shard(job.copies_needed(), holders, worker_id)
+            if shard is None:
+                shard = self._backup_shard(job, worker, now)
+                if shard is None:
+                    continue
+                job.shards[shard].backed_up = True
+                self.count(job.job_id, "backups")
             self.verifier.on_lease(job, shard, worker_id)
-            now = self.clock()
+            seconds = placement.lease_seconds(job.task_flops, worker.speed, job.spec.lease_timeout_s)
             lease = Lease(secrets.token_hex(12), job.job_id, job.round, shard, worker_id, now,
-                          now + job.spec.lease_timeout_s)
+                          now + seconds)
             job.leases[lease.lease_id] = lease
             self.store.execute("INSERT INTO leases VALUES(?,?,?,?,?,?,?,?)",
                                (lease.lease_id, job.job_id, job.round, shard, worker_id, now,
@@ -198,6 +207,18 @@ class Coordinator:
             return LeaseGrant(lease, job.params_digest, job.params.nbytes,
                               job.spec.workload.to_json(), signature)
         return None
+
+    def _backup_shard(self, job: JobRuntime, worker: WorkerRecord, now: float) -> int | None:
+        """An idle worker copies a straggler's shard when it would clearly finish first."""
+        def expected_finish(lease: Lease) -> float:
+            holder = self.workers.get(lease.worker_id)
+            seconds = placement.expected_seconds(job.task_flops, holder.speed if holder else 0.0)
+            return lease.issued_at + (seconds if seconds is not None else job.spec.lease_timeout_s)
+
+        backed_up = {s for s, state in job.shards.items() if state.backed_up}
+        held = {s for s, state in job.shards.items() if worker.worker_id in state.holders}
+        return placement.choose_backup(job.straggling(expected_finish), backed_up, held, now,
+                                       placement.expected_seconds(job.task_flops, worker.speed))
 
     def read_blob(self, digest: str) -> bytes:
         return self.blobs.get(digest)

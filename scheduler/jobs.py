@@ -46,6 +46,7 @@ class ShardState:
     spot_check: bool = False         # the coordinator re-executes it before settling
     checking: bool = False           # a re-execution is under way
     holders: set[str] = field(default_factory=set)          # workers that leased it this round
+    backed_up: bool = False          # a straggler backup copy went out
 
 
 @dataclass
@@ -74,6 +75,28 @@ class JobRuntime:
     version: int = 0                                             # bumped on every visible change
     last_round: RoundSummary | None = None
     previous_aggregate: np.ndarray | None = None  # centered clipping starts from it
+
+    @property
+    def task_flops(self) -> float:
+        config = self.spec.workload
+        steps = config.local_steps if config.mode == "local" else 1
+        return config.flops_per_sample() * config.batch_size * steps
+
+    @property
+    def memory_needed(self) -> int:
+        """Bytes a worker needs: parameters, gradient and activations with headroom, plus data."""
+        data = self.spec.workload.dataset_obj()
+        return 4 * self.params.nbytes + data.x_train.nbytes + data.x_test.nbytes
+
+    def straggling(self, expected_finish) -> dict[int, float]:
+        """Unsettled shards whose wanted copies are all leased: shard -> expected finish time
+        of the lease that will end last (`expected_finish(lease)`)."""
+        needed = self.copies_needed()
+        finish: dict[int, float] = {}
+        for lease in self.leases.values():
+            if lease.state == "active" and needed.get(lease.shard, 1) == 0:
+                finish[lease.shard] = max(finish.get(lease.shard, 0.0), expected_finish(lease))
+        return finish
 
     @property
     def running(self) -> bool:

@@ -15,6 +15,7 @@ from protos import signing
 from protos.codec import ENCODING_F32LE, BlobError, decode_tensor, sha256_hex
 from scheduler.errors import GatewayError, Reject, ResultRejected
 from scheduler.jobs import Accepted, Lease
+from scheduler.placement import update_speed
 from scheduler.store import dumps
 
 if TYPE_CHECKING:
@@ -153,6 +154,8 @@ class ResultCheck:
                 db.execute("INSERT INTO ledger VALUES(?,?,?,?,?,?,?,?,?,?)",
                            (lease.lease_id, sub.worker_id, sub.job_id, sub.round, sub.shard, samples,
                             flops, credits, receipt, now))
+            worker = co.workers[sub.worker_id]
+            worker.speed = update_speed(worker.speed, flops, now - lease.issued_at)
             lease.state = "used"
             del job.leases[lease.lease_id]
             job.shard(sub.shard).results.append(

@@ -93,6 +93,7 @@ class Verifier:
     def _settle(self, job: JobRuntime, state: ShardState, chosen: Accepted,
                 verified: list[Accepted]) -> None:
         state.settled = chosen
+        self._cancel_other_copies(job, chosen.shard)
         self.co._notify(job)
         if not job.spec.verification.enabled:
             return  # recorded as accepted on arrival: nothing more to write
@@ -102,6 +103,16 @@ class Verifier:
         ids = {chosen.lease_id, *(r.lease_id for r in verified)}
         self.co.store.execute(f"UPDATE results SET state='accepted' WHERE lease_id IN "
                               f"({','.join('?' * len(ids))})", tuple(ids))
+
+    def _cancel_other_copies(self, job: JobRuntime, shard: int) -> None:
+        """The first valid result wins: leases still computing this shard (backups) are
+        cancelled, and their workers hear so at their next heartbeat."""
+        losers = [l for l in job.leases.values() if l.shard == shard and l.state == "active"]
+        for lease in losers:
+            lease.state = "cancelled"
+            del job.leases[lease.lease_id]
+            self.co.store.execute("UPDATE leases SET state='cancelled' WHERE lease_id=?",
+                                  (lease.lease_id,))
 
     def _update(self, result: Accepted) -> np.ndarray:
         return self.co.blobs.get_tensor(result.payload_digest)

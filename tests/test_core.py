@@ -132,3 +132,50 @@ def test_finished_jobs_refuse_results(tmp_path, status):
     verdict = co.submit_result(submission, payload)
     assert not verdict.accepted and verdict.code in (Reject.JOB_NOT_RUNNING, Reject.STALE_ROUND)
     co.stop()
+
+
+def test_speed_sizes_deadlines_and_backups_go_to_faster_workers():
+    """Pure placement maths: EWMA speed, deadlines from it, backups only when clearly faster."""
+    from scheduler import placement
+
+    speed = placement.update_speed(0.0, 1e9, 1.0)
+    assert speed == 1e9 and placement.update_speed(speed, 1e9, 0.5) == pytest.approx(1.3e9)
+    assert placement.lease_seconds(1e9, 0.0, cap_s=30) == 30          # unknown: the full timeout
+    assert placement.lease_seconds(1e9, 1e9, cap_s=30) == 4.0         # 4x expected
+    assert placement.lease_seconds(1e6, 1e9, cap_s=30) == placement.DEADLINE_FLOOR_S
+    # shard 1's holder finishes at t=50; a worker needing 2 s at t=10 backs it up, shard 0's
+    # (finishing at t=11) it does not; nor one it held, nor one already backed up
+    assert placement.choose_backup({0: 11.0, 1: 50.0}, set(), set(), 10.0, 2.0) == 1
+    assert placement.choose_backup({0: 11.0, 1: 50.0}, {1}, set(), 10.0, 2.0) is None
+    assert placement.choose_backup({1: 50.0}, set(), {1}, 10.0, 2.0) is None
+    assert placement.choose_backup({1: 50.0}, set(), set(), 10.0, None) is None
+    assert placement.fits_in_memory({"memory_bytes": 0}, 10**9)
+    assert not placement.fits_in_memory({"memory_bytes": 10**6}, 10**9)
+
+
+def test_backup_copy_wins_and_the_straggler_is_cancelled(tmp_path):
+    """When the only shard's holder is slow, an idle fast worker gets a backup; the first valid
+    result settles the shard and the straggler's lease is cancelled."""
+    now = [time.time()]
+    co = Coordinator(tmp_path / "s.db", clock=lambda: now[0])
+    job_id = co.submit_job(small_spec(rounds=5, shards=1, extra=NO_VERIFY, lease_timeout_s=60))
+    slow, fast = Worker(co), Worker(co)
+    co.workers[slow.id].speed, co.workers[fast.id].speed = 1e3, 1e12  # as if measured
+    slow_sub, _ = slow.work_one()
+    now[0] += 1.0
+    fast_sub, fast_payload = fast.work_one()
+    assert fast_sub.shard == slow_sub.shard
+    assert co.submit_result(fast_sub, fast_payload).accepted
+    assert co.job(job_id).settled() == {0}
+    assert co.heartbeat(slow.id, slow.token, [slow_sub.lease_id]) == [slow_sub.lease_id]
+    co.stop()
+
+
+def test_workers_too_small_for_the_job_get_no_task(tmp_path):
+    """A worker whose reported memory cannot hold the job is never leased a shard."""
+    co = Coordinator(tmp_path / "s.db")
+    co.submit_job(small_spec(rounds=5, shards=2))
+    tiny = Worker(co)
+    co.workers[tiny.id].profile["memory_bytes"] = 1024
+    assert co.fetch_task(tiny.id, tiny.token) is None
+    co.stop()
