@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from protos import signing
 from scheduler import rounds
 from scheduler.blobs import BlobStore
-from scheduler.errors import GatewayError, JobNotFound, Reject
+from scheduler.errors import BENIGN_REJECTIONS, GatewayError, JobNotFound, Reject
 from scheduler.jobs import TERMINAL, JobRuntime, Lease
 from scheduler import placement
 from scheduler.spec import parse_spec
@@ -210,9 +210,13 @@ class Coordinator:
 
     def _backup_shard(self, job: JobRuntime, worker: WorkerRecord, now: float) -> int | None:
         """An idle worker copies a straggler's shard when it would clearly finish first."""
+        known = sorted(w.speed for w in self.workers.values() if w.speed > 0)
+        typical = known[len(known) // 2] if known else 0.0  # a newcomer is assumed typical
+
         def expected_finish(lease: Lease) -> float:
             holder = self.workers.get(lease.worker_id)
-            seconds = placement.expected_seconds(job.task_flops, holder.speed if holder else 0.0)
+            speed = holder.speed if holder and holder.speed > 0 else typical
+            seconds = placement.expected_seconds(job.task_flops, speed)
             return lease.issued_at + (seconds if seconds is not None else job.spec.lease_timeout_s)
 
         backed_up = {s for s, state in job.shards.items() if state.backed_up}
@@ -322,7 +326,9 @@ class Coordinator:
         """Everything a status call reports, as plain values."""
         job = self.job(job_id)
         row = self.store.one("SELECT * FROM jobs WHERE job_id=?", (job_id,))
-        rejected = {Reject(code).label: n for code, n in self.store.rejection_counts(job_id).items()}
+        counts = self.store.rejection_counts(job_id)
+        rejected = {Reject(code).label: n for code, n in counts.items()}
+        late = sum(n for code, n in counts.items() if Reject(code) in BENIGN_REJECTIONS)
         end = row["finished_at"] or self.clock()
         with self.lock:
             waiting = job.waiting_for()
@@ -331,7 +337,8 @@ class Coordinator:
             "rounds_total": job.spec.rounds, "final_loss": row["final_loss"] or 0.0,
             "final_accuracy": row["final_accuracy"] or 0.0, "wall_s": end - row["created_at"],
             "results_accepted": self.store.accepted_count(job_id),
-            "results_rejected": sum(rejected.values()), "rejected_by_reason": rejected,
+            # late or superseded copies are listed by reason but are not bad results
+            "results_rejected": sum(rejected.values()) - late, "rejected_by_reason": rejected,
             "waiting_for": waiting, "error": row["error"] or "",
             "workers": self.store.contributing_workers(job_id), "spec_toml": job.spec_toml,
             "extra": self._verification_figures(job),

@@ -41,6 +41,10 @@ class Reject(IntEnum):
         return self.name.lower()
 
 
+# Refusals that say nothing bad about the worker: it was late, or another copy won.
+BENIGN_REJECTIONS = frozenset({Reject.STALE_ROUND, Reject.LEASE_EXPIRED, Reject.JOB_NOT_RUNNING})
+
+
 class ShardgridError(Exception):
     """Base of every error the coordinator reports to a caller."""
 
