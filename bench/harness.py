@@ -48,11 +48,15 @@ class Scenario:
     needs: str = ""                       # "", "profile" or "behavior": a worker flag it requires
     byzantine_workers: int = 0
     churn_at: tuple[float, ...] = ()      # fractions of the expected rounds: kill one, add one
+    repeated: bool = False                # cheap and headline-worthy: run --repeat times
     spec_overrides: dict = field(default_factory=dict)   # {section: {key: value}}
 
 
 SCENARIOS = {
-    "clean": Scenario("clean", "4 identical honest workers on one machine"),
+    "clean": Scenario("clean", "4 identical honest workers on one machine", repeated=True),
+    "unverified": Scenario("unverified", "clean, with verification off (no replicas, no spot "
+                           "checks): the difference to clean is what verification costs in time",
+                           spec_overrides={"verification": {"enabled": False}}, repeated=True),
     "heterogeneous": Scenario("heterogeneous", "4 workers emulating different hardware profiles",
                               needs="profile"),
     "churn": Scenario("churn", "4 workers; at 25% and at 60% of the rounds one is killed (SIGKILL) "
