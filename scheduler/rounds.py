@@ -58,17 +58,46 @@ def _maybe_die(point: FaultPoint, round_no: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no flush: exactly like kill -9
 
 
+MEAN_RULES = ("mean", "weighted_mean")
+
+
+def per_worker(updates: np.ndarray, samples: np.ndarray,
+               workers: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """One row per worker: the mean of its updates this round, with its total samples."""
+    ids = sorted(set(workers))
+    rows = np.stack([updates[[i for i, w in enumerate(workers) if w == wid]].mean(axis=0)
+                     for wid in ids]).astype(np.float32)
+    totals = np.array([samples[[i for i, w in enumerate(workers) if w == wid]].sum() for wid in ids])
+    return rows, totals
+
+
 def aggregate_updates(spec: JobSpec, updates: np.ndarray, samples: np.ndarray,
-                      previous: np.ndarray | None) -> np.ndarray:
+                      previous: np.ndarray | None, workers: list[str] | None = None) -> np.ndarray:
+    """Apply the job's rule. Robust rules count *workers*, not shards: a worker that computed
+    several shards of a round must not cast several votes, so its updates are averaged first.
+    If fewer workers delivered the round than the rule tolerates, it falls back to the shards."""
+    from scheduler.aggregation import ToleranceError
+
+    rule = spec.aggregation["rule"]
+    if workers is not None and rule not in MEAN_RULES and len(set(workers)) < len(workers):
+        rows, totals = per_worker(updates, samples, workers)
+        try:
+            return _apply_rule(spec, rows, totals, previous)
+        except ToleranceError:
+            pass  # too few distinct workers this round for the rule: vote per shard
+    return _apply_rule(spec, updates, samples, previous)
+
+
+def _apply_rule(spec: JobSpec, rows: np.ndarray, weights: np.ndarray,
+                previous: np.ndarray | None) -> np.ndarray:
     from scheduler.aggregation import aggregate
 
     params = {k: v for k, v in spec.aggregation.items() if k != "rule"}
-    rule = spec.aggregation["rule"]
-    if rule == "weighted_mean":
-        params["weights"] = samples.astype(np.float32)
-    if rule == "centered_clip":
+    if spec.aggregation["rule"] == "weighted_mean":
+        params["weights"] = weights.astype(np.float32)
+    if spec.aggregation["rule"] == "centered_clip":
         params["center"] = previous
-    return aggregate(updates, rule, **params)
+    return aggregate(rows, spec.aggregation["rule"], **params)
 
 
 def _new_optimizer(spec: JobSpec, size: int) -> Optimizer:
@@ -95,7 +124,8 @@ def close_round(co: "Coordinator", job: JobRuntime) -> None:
         chosen = [job.shards[shard].settled for shard in range(job.spec.shards)]
     updates = np.stack([co.blobs.get_tensor(a.payload_digest) for a in chosen])
     samples = np.array([a.samples for a in chosen], dtype=np.float64)
-    aggregate = aggregate_updates(job.spec, updates, samples, job.previous_aggregate)
+    aggregate = aggregate_updates(job.spec, updates, samples, job.previous_aggregate,
+                                  [a.worker_id for a in chosen])
     new_params = job.optimizer.step(params, aggregate)
     loss, accuracy = evaluate_params(job.spec.workload, new_params)
     _maybe_die(FaultPoint.AFTER_AGGREGATE, round_no)

@@ -179,3 +179,23 @@ def test_workers_too_small_for_the_job_get_no_task(tmp_path):
     co.workers[tiny.id].profile["memory_bytes"] = 1024
     assert co.fetch_task(tiny.id, tiny.token) is None
     co.stop()
+
+
+def test_robust_rules_give_each_worker_one_vote():
+    """A worker that delivered several shards of a round counts once under a robust rule, so
+    two attackers holding 6 of 14 shards cannot outvote the trimmed mean; too few workers for
+    the rule falls back to per-shard votes."""
+    from scheduler.rounds import aggregate_updates
+    from scheduler.spec import parse_spec
+
+    spec = parse_spec(small_spec(shards=14, extra='[aggregation]\nrule = "trimmed_mean"\nbeta = 0.2'))
+    honest = np.ones((8, 3), np.float32)
+    poisoned = np.full((6, 3), 1e6, np.float32)
+    workers = [f"h{i}" for i in range(8)] + ["a", "a", "a", "b", "b", "b"]
+    updates, samples = np.concatenate([honest, poisoned]), np.ones(14)
+    per_shard = aggregate_updates(spec, updates, samples, None)
+    per_worker = aggregate_updates(spec, updates, samples, None, workers)
+    assert per_shard[0] > 1e5                   # 6 of 14 shard votes: the attackers win
+    np.testing.assert_allclose(per_worker, 1.0)  # 2 of 10 worker votes: trimmed away
+    two = aggregate_updates(spec, updates, samples, None, ["x"] * 7 + ["y"] * 7)
+    np.testing.assert_allclose(two, per_shard)   # 2 workers cannot be trimmed: shard votes
