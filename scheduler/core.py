@@ -68,6 +68,7 @@ class Coordinator:
         self.key = self._load_key()
         self.public_key = signing.public_bytes(self.key)
         self.workers: dict[str, WorkerRecord] = {}
+        self.waiting: dict[str, int] = {}   # workers inside a FetchTask long-poll right now
         self.jobs: dict[str, JobRuntime] = {}
         self.checker = ResultCheck(self)
         self.verifier = Verifier(self)
@@ -167,13 +168,20 @@ class Coordinator:
         """Lease the next pending shard to this worker, waiting up to `wait_s` for one (long-poll)."""
         deadline = time.monotonic() + max(0.0, wait_s)
         with self.changed:
-            while True:
-                self.authenticate(worker_id, token)
-                grant = self._try_lease(worker_id)
-                remaining = deadline - time.monotonic()
-                if grant is not None or remaining <= 0 or self._stop.is_set():
-                    return grant
-                self.changed.wait(remaining)
+            self.authenticate(worker_id, token)
+            self.waiting[worker_id] = self.waiting.get(worker_id, 0) + 1
+            try:
+                while True:
+                    self.authenticate(worker_id, token)
+                    grant = self._try_lease(worker_id)
+                    remaining = deadline - time.monotonic()
+                    if grant is not None or remaining <= 0 or self._stop.is_set():
+                        return grant
+                    self.changed.wait(remaining)
+            finally:
+                self.waiting[worker_id] -= 1
+                if not self.waiting[worker_id]:
+                    del self.waiting[worker_id]
 
     def _try_lease(self, worker_id: str) -> LeaseGrant | None:
         worker = self.workers[worker_id]
@@ -185,8 +193,10 @@ class Coordinator:
                 continue
             holders = {s: state.holders for s, state in job.shards.items()}
             shard = placement.choose_shard(job.copies_needed(), holders, worker_id)
+            if shard is not None and self._should_defer(job, worker, holders):
+                continue
             if shard is None:
-                shard = self._backup_shard(job, worker, now)
+                shard = self._backup_shard(job, worker, now) if job.spec.backups else None
                 if shard is None:
                     continue
                 job.shards[shard].backed_up = True
@@ -207,6 +217,17 @@ class Coordinator:
             return LeaseGrant(lease, job.params_digest, job.params.nbytes,
                               job.spec.workload.to_json(), signature)
         return None
+
+    def _should_defer(self, job: JobRuntime, worker: WorkerRecord,
+                      holders: dict[int, set[str]]) -> bool:
+        """Leave this job's open copies to clearly faster workers idle right now (see
+        placement.defer_to_faster); only those that could take an open copy count."""
+        needed = job.copies_needed()
+        open_shards = [s for s, n in needed.items() if n > 0]
+        speeds = [self.workers[w].speed for w in self.waiting
+                  if w != worker.worker_id and w in self.workers
+                  and any(w not in holders.get(s, ()) for s in open_shards)]
+        return placement.defer_to_faster(worker.speed, speeds, sum(needed.values()))
 
     def _backup_shard(self, job: JobRuntime, worker: WorkerRecord, now: float) -> int | None:
         """An idle worker copies a straggler's shard when it would clearly finish first."""
@@ -253,6 +274,8 @@ class Coordinator:
                 if now > lease.deadline or silent:
                     lease.state = "expired"
                     del job.leases[lease.lease_id]
+                    # It brought no result: it may retake the shard, or a small fleet deadlocks.
+                    job.shard(lease.shard).holders.discard(lease.worker_id)
                     self.store.execute("UPDATE leases SET state='expired' WHERE lease_id=?",
                                        (lease.lease_id,))
                     self._notify(job)

@@ -68,3 +68,18 @@ def fits_in_memory(profile: Mapping, needed_bytes: int) -> bool:
     """Never hand a worker a task its reported memory cannot hold (0 means not reported)."""
     memory = int(profile.get("memory_bytes", 0) or 0)
     return memory == 0 or memory >= needed_bytes
+
+
+SPEED_MARGIN = 1.5  # "clearly faster": noise in measured speeds must not reorder equals
+
+
+def defer_to_faster(asker_speed: float, waiting_speeds: list[float], copies_needed: int) -> bool:
+    """Should a worker leave the open copies to faster workers that are waiting right now?
+
+    Pull scheduling lets whoever asks first win, so a slow machine often grabs a shard and the
+    round then waits on it. It defers only when enough clearly faster, eligible workers are
+    idle to take every copy still needed; otherwise it works, so it is never starved."""
+    if copies_needed <= 0 or asker_speed <= 0:
+        return False
+    faster = sum(1 for speed in waiting_speeds if speed > SPEED_MARGIN * asker_speed)
+    return faster >= copies_needed

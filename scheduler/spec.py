@@ -1,6 +1,7 @@
 """Job specs: a TOML file parsed into a frozen dataclass, refused field by field before anything runs.
 
-    [job]          name, mode (sync|local), rounds, shards_per_round, target_accuracy, lease_timeout_s
+    [job]          name, mode (sync|local), rounds, shards_per_round, target_accuracy, lease_timeout_s,
+                   backups
     [model]        workload (softmax|mlp), hidden
     [data]         dataset (digits|blobs), samples, features, classes, test_fraction, seed, batch_size
     [optimizer]    name (sgd|momentum|adam), lr, momentum; local_steps and local_lr for mode=local
@@ -43,6 +44,7 @@ class JobSpec:
     rounds: int = 60
     target_accuracy: float = 0.0     # 0 disables early stop
     lease_timeout_s: float = 30.0
+    backups: bool = True             # copy stragglers' shards onto idle, faster workers
     optimizer: str = "adam"
     lr: float = 0.01
     momentum: float = 0.9
@@ -56,7 +58,7 @@ class JobSpec:
 
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "job": {"name": str, "mode": str, "rounds": int, "shards_per_round": int,
-            "target_accuracy": (int, float), "lease_timeout_s": (int, float)},
+            "target_accuracy": (int, float), "lease_timeout_s": (int, float), "backups": bool},
     "model": {"workload": str, "hidden": list},
     "data": {"dataset": str, "samples": int, "features": int, "classes": int,
              "test_fraction": (int, float), "seed": int, "batch_size": int},
@@ -161,7 +163,8 @@ def parse_spec(text: str) -> JobSpec:
         raise SpecError("verification.tolerance", "must be non-negative")
     return JobSpec(name=job["name"], workload=workload, rounds=job["rounds"],
                    target_accuracy=float(job.get("target_accuracy", 0.0)),
-                   lease_timeout_s=float(job.get("lease_timeout_s", 30.0)), optimizer=opt["name"],
+                   lease_timeout_s=float(job.get("lease_timeout_s", 30.0)),
+                   backups=job.get("backups", True), optimizer=opt["name"],
                    lr=float(opt["lr"]), momentum=float(opt.get("momentum", 0.9)),
                    aggregation=aggregation, verification=policy)
 

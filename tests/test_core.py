@@ -199,3 +199,14 @@ def test_robust_rules_give_each_worker_one_vote():
     np.testing.assert_allclose(per_worker, 1.0)  # 2 of 10 worker votes: trimmed away
     two = aggregate_updates(spec, updates, samples, None, ["x"] * 7 + ["y"] * 7)
     np.testing.assert_allclose(two, per_shard)   # 2 workers cannot be trimmed: shard votes
+
+
+def test_slow_workers_defer_only_to_enough_faster_idle_workers():
+    """A slow worker leaves open copies to clearly faster idle workers, never starving itself."""
+    from scheduler.placement import defer_to_faster
+
+    assert defer_to_faster(1.0, [10.0, 10.0], copies_needed=2)
+    assert not defer_to_faster(1.0, [10.0], copies_needed=2)         # not enough of them
+    assert not defer_to_faster(1.0, [1.2, 1.3], copies_needed=1)     # not clearly faster
+    assert not defer_to_faster(0.0, [10.0], copies_needed=1)         # unknown speed: works
+    assert not defer_to_faster(1.0, [10.0], copies_needed=0)
