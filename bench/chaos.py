@@ -109,15 +109,18 @@ def progress(db_path: Path, job_id: str) -> dict:
     return {"round": job["round"], "status": job["status"], "accepted_in_round": accepted}
 
 
-def accepted_leases(db_path: Path, job_id: str) -> dict[str, int]:
-    rows = _read(db_path, "SELECT lease_id, round FROM results WHERE job_id=? AND state='accepted'",
-                 (job_id,))
-    return {row["lease_id"]: row["round"] for row in rows}
+def accepted_leases(db_path: Path, job_id: str) -> dict[str, tuple[int, int, str]]:
+    """lease id -> (round, shard, payload digest) of every accepted result."""
+    rows = _read(db_path, "SELECT lease_id, round, shard, payload_digest FROM results WHERE "
+                 "job_id=? AND state='accepted'", (job_id,))
+    return {row["lease_id"]: (row["round"], row["shard"], row["payload_digest"]) for row in rows}
 
 
-def applied_leases(db_path: Path, job_id: str) -> dict[str, int]:
-    rows = _read(db_path, "SELECT round, applied_leases FROM rounds WHERE job_id=?", (job_id,))
-    return {lease: row["round"] for row in rows for lease in json.loads(row["applied_leases"])}
+def applied_updates(db_path: Path, job_id: str) -> set[tuple[int, int, str]]:
+    """(round, shard, payload digest) of every update a committed round applied."""
+    accepted = accepted_leases(db_path, job_id)
+    rows = _read(db_path, "SELECT applied_leases FROM rounds WHERE job_id=?", (job_id,))
+    return {accepted.get(lease) for row in rows for lease in json.loads(row["applied_leases"])}
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, what: str,
@@ -179,14 +182,15 @@ def coordinator_kills(spec_toml: str, moments: list[tuple[str, int]], workers: i
     finally:
         cluster.stop()
     after_accepted = accepted_leases(db, job_id)
-    applied = applied_leases(db, job_id)
+    applied = applied_updates(db, job_id)
     return {
         "job": final, "kills": kills, "audit": audit(db), "alive_workers": alive_workers,
         "final_params_digest": _read(db, "SELECT params_digest FROM jobs WHERE job_id=?",
                                      (job_id,))[0]["params_digest"],
-        # accepted before a kill, yet gone or never applied in its own round: lost work
-        "lost_results": sorted(lease for lease, r in before.items()
-                               if after_accepted.get(lease) != r or applied.get(lease) != r),
+        # accepted before a kill, yet gone, or its shard settled by a different update: lost
+        # (an agreeing replica of it may be the one applied: same round, shard and payload)
+        "lost_results": sorted(lease for lease, update in before.items()
+                               if after_accepted.get(lease) != update or update not in applied),
     }
 
 
