@@ -274,7 +274,10 @@ def summarize_shardgrid(run: ShardgridRun, spec: JobSpec, calib: dict[str, float
     params_bytes = 4 * spec.workload.layout().size
     needed = rounds * spec.shards
     accepted = int(run.job.get("results_accepted", 0))
-    rejected = int(run.job.get("results_rejected", 0))
+    # Late and superseded copies are listed by reason without counting as bad results; they
+    # were computed all the same, so they count as redundant work here.
+    rejected = max(int(run.job.get("results_rejected", 0)),
+                   int(sum(run.job.get("rejected_by_reason", {}).values())))
     computed = max(accepted + rejected, needed)
     redundant_fraction = (computed - needed) / computed if computed else 0.0
     # Parameters are content addressed: each worker downloads a round's version at most once.

@@ -22,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -215,6 +216,21 @@ def profile_coordinator(pid: int, seconds: float, out: Path) -> subprocess.Popen
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def thread_census(pid: int) -> dict[str, int]:
+    """Where the coordinator's threads are at one instant (py-spy dump): for each thread its
+    innermost frame and the coordinator function it is in. Shows what the fleet waits on."""
+    dump = subprocess.run(["py-spy", "dump", "--pid", str(pid), "--nonblocking"],
+                          capture_output=True, text=True, timeout=60).stdout
+    census: Counter = Counter()
+    for block in dump.split("\nThread ")[1:]:
+        frames = [line.strip().split(" (")[0] for line in block.splitlines()[1:] if line.strip()]
+        files = [line.strip() for line in block.splitlines()[1:] if line.strip()]
+        ours = next((f.split(" (")[0] for f in files if "scheduler/" in f), "")
+        innermost = frames[0] if frames else "?"
+        census[f"{innermost} in {ours}" if ours and ours != innermost else ours or innermost] += 1
+    return dict(census.most_common())
+
+
 def hottest_frames(raw_path: Path, top: int = 15) -> list[dict]:
     """Inclusive share of the coordinator's GIL-holding samples per function (any line), for the
     coordinator's own code, the gRPC server machinery and lock/condition handling."""
@@ -233,18 +249,43 @@ def hottest_frames(raw_path: Path, top: int = 15) -> list[dict]:
     return [{"function": f, "share": n / total} for f, n in inclusive.most_common(top)] if total else []
 
 
+def scale_markdown(report: dict) -> str:
+    """The scale figures as a markdown table, plus the profile's hottest functions."""
+    lines = [f"Verification {'on' if report['verification'] else 'off'}, "
+             f"{report['duration_s']:.0f} s measured per fleet.", "",
+             "| workers | signed cycles/s | FetchTask p50 (ms) | FetchTask p99 (ms) | "
+             "coordinator RSS (MiB) | RSS per worker (KiB) | coordinator CPU (cores) | rounds closed |",
+             "|---|---|---|---|---|---|---|---|"]
+    for f in report["fleets"]:
+        lines.append(f"| {f['workers']:,} | {f['cycles_per_s']:,.0f} | {f['fetch_task_p50_ms']:.1f} | "
+                     f"{f['fetch_task_p99_ms']:.1f} | {f['coordinator_rss_mb']:.0f} | "
+                     f"{f['coordinator_rss_per_worker_kb']:.1f} | {f['coordinator_cpu_cores']:.2f} | "
+                     f"{f['rounds_closed']} |")
+    if report.get("profile_hottest"):
+        lines += ["", f"Hottest coordinator functions at {max(f['workers'] for f in report['fleets']):,} "
+                  "workers (share of GIL-holding samples, inclusive):", ""]
+        lines += [f"- {row['share']:.0%} `{row['function']}`" for row in report["profile_hottest"]]
+    if report.get("thread_census"):
+        lines += ["", "Where the coordinator's threads were, mid-run (py-spy dump):", ""]
+        lines += [f"- {n} x `{where}`" for where, n in report["thread_census"].items()]
+    return "\n".join(lines) + "\n"
+
+
 def run_scale(fleets: list[int], duration_s: float, warmup_s: float, out: Path,
               profile: bool, verification: bool = True, log=print) -> dict:
     job_toml = LOAD_JOB.format(verification="true" if verification else "false")
     out.mkdir(parents=True, exist_ok=True)
-    results = []
+    results, report_census = [], {}
     for workers in fleets:
         workdir = out / f"coordinator-{workers}"
         with LocalCluster(workers=0, workdir=workdir) as cluster:
             with JobClient(cluster.address) as client:
                 job_id = client.submit(job_toml)
-                spy = None
+                spy = census = None
                 if profile and workers == max(fleets):
+                    census = threading.Timer(warmup_s + duration_s / 2 + workers / 500, lambda: report_census.update(
+                        thread_census(cluster.coordinator.pid)))
+                    census.start()
                     # Starts now, samples through registration+warm-up into the measured window.
                     spy = profile_coordinator(cluster.coordinator.pid, warmup_s + duration_s + 5,
                                               out / "coordinator-profile.txt")
@@ -255,15 +296,20 @@ def run_scale(fleets: list[int], duration_s: float, warmup_s: float, out: Path,
                 client.cancel(job_id)
                 if spy is not None:
                     spy.wait(timeout=120)
+                if census is not None:
+                    census.join()
         log(f"{workers:>5} workers (verification {'on' if verification else 'off'}): {figures['cycles_per_s']:,.0f} cycles/s, FetchTask p50 "
             f"{figures['fetch_task_p50_ms']:.1f} ms p99 {figures['fetch_task_p99_ms']:.1f} ms, "
             f"{figures['coordinator_rss_per_worker_kb']:.1f} KiB/worker")
         results.append(figures)
-    report = {"fleets": results, "job": job_toml, "duration_s": duration_s}
+    report = {"fleets": results, "job": job_toml, "duration_s": duration_s,
+              "verification": verification}
     raw = out / "coordinator-profile.txt"
     if profile and raw.exists():
         report["profile_hottest"] = hottest_frames(raw)
+        report["thread_census"] = report_census
     (out / "scale.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / "scale.md").write_text(scale_markdown(report))
     return report
 
 

@@ -60,6 +60,28 @@ def scenario_table(name: str, scenario: dict) -> list[str]:
     return lines + [""]
 
 
+def summary_table(results: dict) -> list[str]:
+    """One line per scenario: both systems' time to target and the headline figures."""
+    lines = ["| scenario | Ray time to target (s) | shardgrid time to target (s) | ratio | "
+             "final accuracy (Ray / shardgrid) | samples/s (Ray / shardgrid) | shardgrid "
+             "bytes/sample | verification overhead | cost per run (Ray / shardgrid) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, scenario in results["scenarios"].items():
+        if scenario.get("status") != "ok":
+            lines.append(f"| {name} | {scenario.get('status')}: {scenario.get('note', '')} "
+                         "| | | | | | | |")
+            continue
+        b, s = scenario["baseline"], scenario["shardgrid"]
+        lines.append(
+            f"| {name} | {_num(b['time_to_target_s'])} | {_num(s['time_to_target_s'])} | "
+            f"{_num(scenario.get('time_to_target_ratio'), '{:.2f}x', 'n/a')} | "
+            f"{b['final_accuracy']:.3f} / {s['final_accuracy']:.3f} | "
+            f"{b['samples_per_s']:,.0f} / {s['samples_per_s']:,.0f} | "
+            f"{s.get('bytes_per_sample', 0):,.0f} | {100 * s.get('verification_overhead', 0):.1f}% | "
+            f"${b['cost']['usd']:.1e} / ${s['cost']['usd']:.1e} |")
+    return lines
+
+
 def markdown_report(results: dict) -> str:
     machine, costs = results["machine"], results["assumptions"]["cost"]
     lines = ["# shardgrid vs centralized Ray baseline", "",
@@ -73,6 +95,7 @@ def markdown_report(results: dict) -> str:
     headline = results.get("time_to_target_ratio")
     lines += [f"**Headline (clean): shardgrid needs {_num(headline, '{:.2f}x', 'n/a')} the "
               "baseline's time to target.**", ""]
+    lines += ["## Summary", "", *summary_table(results), "", "## Per scenario", ""]
     for name, scenario in results["scenarios"].items():
         lines += scenario_table(name, scenario)
     lines += ["## How the figures are made", "",

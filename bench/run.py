@@ -30,6 +30,27 @@ from bench.harness import (SCENARIOS, Scenario, calibrate, detect_capabilities, 
 from scheduler.spec import JobSpec, parse_spec
 
 DEFAULT_JOB = REPO_ROOT / "deploy" / "jobs" / "digits-mlp.toml"
+# `--job wide`: the demo job with ~60x the compute per shard (2x512 MLP, 256-sample batches,
+# 1.2 MB of parameters), to show how the gap changes once rounds are not almost free.
+WIDE_JOB = """
+[job]
+name = "digits-mlp-wide"
+rounds = 80
+shards_per_round = 4
+target_accuracy = 0.96
+lease_timeout_s = 30
+[model]
+workload = "mlp"
+hidden = [512, 512]
+[data]
+dataset = "digits"
+batch_size = 256
+seed = 0
+[optimizer]
+name = "adam"
+lr = 0.0005
+"""
+BUILTIN_JOBS = {"wide": WIDE_JOB}
 BASELINE_NOTES = {
     "unverified": "The Ray baseline never verifies: this is shardgrid's protocol without "
                   "verification against it.",
@@ -49,7 +70,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"run only these ({', '.join(SCENARIOS)}); repeatable")
     parser.add_argument("--out", default="bench-results", help="output folder (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print results as JSON on the last line")
-    parser.add_argument("--job", default=str(DEFAULT_JOB), help="job spec TOML (default: the demo job)")
+    parser.add_argument("--job", default=str(DEFAULT_JOB),
+                        help="job spec TOML, or 'wide' for a compute-heavier built-in variant "
+                             "(default: the demo job)")
     parser.add_argument("--workers", type=int, default=4, help="workers / Ray actors (default: 4)")
     parser.add_argument("--repeat", type=int, default=None,
                         help="runs per system for clean and unverified, median reported "
@@ -107,7 +130,7 @@ class Runner:
     def __init__(self, args: argparse.Namespace, progress: Progress):
         self.args, self.progress = args, progress
         self.out = Path(args.out)
-        self.base_toml = Path(args.job).read_text()
+        self.base_toml = BUILTIN_JOBS.get(args.job) or Path(args.job).read_text()
         self.spec = parse_spec(self.base_toml)
         self.costs = cost_assumptions(args)
         self.calib = calibrate(self.spec)
@@ -190,7 +213,8 @@ def run_benchmark(args: argparse.Namespace, console: Console) -> dict:
                                    "shardgrid_time_to_target_s": [r["time_to_target_s"] for r in runs]})
     clean = scenarios.get("clean", {})
     return {
-        "job": Path(args.job).name, "workers": args.workers, "quick": args.quick,
+        "job": args.job if args.job in BUILTIN_JOBS else Path(args.job).name,
+        "workers": args.workers, "quick": args.quick,
         "time_to_target_ratio": clean.get("time_to_target_ratio"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version(), "ray": _ray_version()},

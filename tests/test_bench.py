@@ -144,6 +144,7 @@ def test_loadgen_small_fleet_completes_signed_cycles(tmp_path):
     assert fleet["fetch_task_p50_ms"] <= fleet["fetch_task_p99_ms"]
     assert fleet["coordinator_rss_mb"] > 0
     assert json.loads((tmp_path / "scale.json").read_text())["fleets"][0]["cycles"] == fleet["cycles"]
+    assert "| 5 |" in (tmp_path / "scale.md").read_text()
 
 
 def test_hottest_frames_counts_each_function_once_per_sample(tmp_path):
