@@ -159,9 +159,21 @@ class Coordinator:
         """Returns the leases the worker should abandon (expired, cancelled or round closed)."""
         with self.lock:
             self.authenticate(worker_id, token)
+            self._release_forgotten(worker_id, set(active_lease_ids))
             live = {lid for job in self.jobs.values() for lid, lease in job.leases.items()
                     if lease.state in ("active", "submitting")}
             return [lid for lid in active_lease_ids if lid not in live]
+
+    def _release_forgotten(self, worker_id: str, reported: set[str]) -> None:
+        """A lease the worker no longer reports (it dropped it: a restart, a coordinator that
+        vanished mid-submit) reopens now rather than at its deadline. Leases younger than a
+        heartbeat may not have reached the worker's list yet, so they are left alone."""
+        cutoff = self.clock() - self.heartbeat_interval_s
+        for job in self.jobs.values():
+            for lease in list(job.leases.values()):
+                if (lease.worker_id == worker_id and lease.state == "active"
+                        and lease.lease_id not in reported and lease.issued_at < cutoff):
+                    self._expire(job, lease)
 
     # ------------------------------------------------------------------ tasks
     def fetch_task(self, worker_id: str, token: bytes, wait_s: float = 0.0) -> LeaseGrant | None:
@@ -272,13 +284,16 @@ class Coordinator:
                 worker = self.workers.get(lease.worker_id)
                 silent = worker is None or now - worker.last_seen > silent_after
                 if now > lease.deadline or silent:
-                    lease.state = "expired"
-                    del job.leases[lease.lease_id]
-                    # It brought no result: it may retake the shard, or a small fleet deadlocks.
-                    job.shard(lease.shard).holders.discard(lease.worker_id)
-                    self.store.execute("UPDATE leases SET state='expired' WHERE lease_id=?",
-                                       (lease.lease_id,))
-                    self._notify(job)
+                    self._expire(job, lease)
+
+    def _expire(self, job: JobRuntime, lease: Lease) -> None:
+        """Caller holds the lock: the lease ends unanswered and its shard reopens."""
+        lease.state = "expired"
+        del job.leases[lease.lease_id]
+        # It brought no result: it may retake the shard, or a small fleet deadlocks.
+        job.shard(lease.shard).holders.discard(lease.worker_id)
+        self.store.execute("UPDATE leases SET state='expired' WHERE lease_id=?", (lease.lease_id,))
+        self._notify(job)
 
     def _reap(self) -> None:
         while not self._stop.wait(0.25):

@@ -210,3 +210,20 @@ def test_slow_workers_defer_only_to_enough_faster_idle_workers():
     assert not defer_to_faster(1.0, [1.2, 1.3], copies_needed=1)     # not clearly faster
     assert not defer_to_faster(0.0, [10.0], copies_needed=1)         # unknown speed: works
     assert not defer_to_faster(1.0, [10.0], copies_needed=0)
+
+
+def test_lease_the_worker_forgot_reopens_at_its_next_heartbeat(tmp_path):
+    """A lease missing from the worker's heartbeat (it restarted, or lost the reply) reopens at
+    once instead of at its deadline; a lease younger than one heartbeat is left alone."""
+    now = [time.time()]
+    co = Coordinator(tmp_path / "s.db", clock=lambda: now[0])
+    co.submit_job(small_spec(rounds=5, shards=1, extra=NO_VERIFY, lease_timeout_s=60))
+    worker, other = Worker(co), Worker(co)
+    grant = co.fetch_task(worker.id, worker.token)
+    co.heartbeat(worker.id, worker.token, [])
+    assert co.fetch_task(other.id, other.token) is None      # too young to call forgotten
+    now[0] += 3 * co.heartbeat_interval_s / 2
+    co.heartbeat(other.id, other.token, [])                  # keeps the other worker alive
+    co.heartbeat(worker.id, worker.token, [])
+    assert co.fetch_task(other.id, other.token).lease.shard == grant.lease.shard
+    co.stop()
