@@ -86,7 +86,9 @@ def markdown_report(results: dict) -> str:
     machine, costs = results["machine"], results["assumptions"]["cost"]
     lines = ["# shardgrid vs centralized Ray baseline", "",
              f"Job `{results['job']}`, {results['workers']} workers, on {machine['cpus']} CPU "
-             f"cores ({machine['platform']}). Time to target is wall time from the first round's "
+             f"cores ({machine['platform']}; 1-minute load average "
+             f"{machine.get('load_avg_1min_before', float('nan')):.1f} before the run, "
+             f"{machine.get('load_avg_1min_after', float('nan')):.1f} after). Time to target is wall time from the first round's "
              "dispatch on an already running cluster to the first evaluation at or above the "
              "target accuracy. Both systems start that clock warm: Ray's actors are up and hold the "
              "dataset; shardgrid's workers are registered and have run a one-round warm-up job. "
@@ -133,9 +135,11 @@ def plot_scenario(name: str, scenario: dict, path: Path) -> None:
     ax_loss.legend(loc="upper right")
     workers = scenario["shardgrid"].get("worker_stats", [])
     labels = [(w["profile"].get("profile_name") or "worker") + f"\n{w['worker_id'][:6]}"
-              + ("\nbanned" if w.get("banned") else "") for w in workers]
-    ax_work.bar(range(len(workers)), [w["samples"] for w in workers],
-                color=[("#c44e52" if w.get("banned") else COLORS["shardgrid"]) for w in workers])
+              + ("\nbanned" if w.get("banned") else "" if w.get("online", True) else "\nleft")
+              for w in workers]
+    colors = [("#c44e52" if w.get("banned") else COLORS["shardgrid"] if w.get("online", True)
+               else "#999999") for w in workers]
+    ax_work.bar(range(len(workers)), [w["samples"] for w in workers], color=colors)
     ax_work.set_xticks(range(len(workers)), labels, fontsize=7)
     ax_work.set(ylabel="verified samples", title=f"{name}: shardgrid work per worker")
     for i, w in enumerate(workers):

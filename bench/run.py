@@ -176,6 +176,8 @@ class Runner:
 
 
 def run_benchmark(args: argparse.Namespace, console: Console) -> dict:
+    # Other processes on the machine skew both systems' times: record how busy it was.
+    load_before = os.getloadavg()[0]
     names = args.scenario or (["clean"] if args.quick else list(SCENARIOS))
     repeats = args.repeat or (1 if args.quick else 3)
     needs = {SCENARIOS[n].needs for n in names} - {""}
@@ -217,6 +219,7 @@ def run_benchmark(args: argparse.Namespace, console: Console) -> dict:
         "workers": args.workers, "quick": args.quick,
         "time_to_target_ratio": clean.get("time_to_target_ratio"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "load_avg_1min_before": load_before, "load_avg_1min_after": os.getloadavg()[0],
                     "python": platform.python_version(), "ray": _ray_version()},
         "assumptions": {"cost": runner.costs.to_dict(), "calibration": runner.calib},
         "bytes_note": "parameters once per worker per round plus every result's update and "
