@@ -58,26 +58,7 @@ def selection_program(n: int, first: int, last: int) -> tuple[np.ndarray, np.nda
     AMD cores we measured. Each step therefore writes its outputs into the two rows
     freed by the previous step, so no row is read and written by the same step.
     """
-    needed = set(range(first, last + 1))
-    kept = []
-    for low, high in reversed(_batcher_comparators(n)):
-        if low in needed or high in needed:
-            kept.append((low, high))
-            needed.update((low, high))
-    kept.reverse()
-    physical = list(range(n))
-    spare = [n, n + 1]
-    steps = []
-    for low, high in kept:
-        dst_low, dst_high = spare
-        steps.append((physical[low], physical[high], dst_low, dst_high))
-        spare = [physical[low], physical[high]]
-        physical[low], physical[high] = dst_low, dst_high
-    program = np.array(steps, dtype=np.int64).reshape(-1, 4)
-    rank_row = np.array(physical, dtype=np.int64)
-    program.setflags(write=False)
-    rank_row.setflags(write=False)
-    return program, rank_row
+    return _select.compile_program(_batcher_comparators(n), n, first, last)
 
 
 @njit(fastmath=FASTMATH, cache=True)

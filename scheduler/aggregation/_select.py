@@ -51,21 +51,10 @@ def batcher_staged(n: int) -> list[tuple[int, int, int]]:
     return comparators
 
 
-@lru_cache(maxsize=256)
-def merge_program(n: int, first: int, last: int) -> tuple[np.ndarray, np.ndarray]:
-    """The buffer network that follows the in-register block sort, for ranks first..last.
-
-    Same step format and out-of-place row renaming as ``_order.selection_program``;
-    the comparators that sort full 8-row blocks and merge full 16-row blocks are left
-    out because ``_load_blocks_and_merge`` applies them in registers first.
-    """
-    sorted_8 = BLOCK_ROWS * (n // BLOCK_ROWS)
-    sorted_16 = 2 * BLOCK_ROWS * (n // (2 * BLOCK_ROWS))
-    network = [
-        (low, high)
-        for low, high, span in batcher_staged(n)
-        if not ((span < BLOCK_ROWS and high < sorted_8) or (span == BLOCK_ROWS and high < sorted_16))
-    ]
+def compile_program(network: list[tuple[int, int]], n: int, first: int,
+                    last: int) -> tuple[np.ndarray, np.ndarray]:
+    """Prune `network` to the comparators that feed ranks first..last and rename rows so each
+    step writes out of place (see ``_order.selection_program`` for why)."""
     needed = set(range(first, last + 1))
     kept = []
     for low, high in reversed(network):
@@ -86,6 +75,24 @@ def merge_program(n: int, first: int, last: int) -> tuple[np.ndarray, np.ndarray
     program.setflags(write=False)
     rank_row.setflags(write=False)
     return program, rank_row
+
+
+@lru_cache(maxsize=256)
+def merge_program(n: int, first: int, last: int) -> tuple[np.ndarray, np.ndarray]:
+    """The buffer network that follows the in-register block sort, for ranks first..last.
+
+    Same step format and out-of-place row renaming as ``_order.selection_program``;
+    the comparators that sort full 8-row blocks and merge full 16-row blocks are left
+    out because ``_load_blocks_and_merge`` applies them in registers first.
+    """
+    sorted_8 = BLOCK_ROWS * (n // BLOCK_ROWS)
+    sorted_16 = 2 * BLOCK_ROWS * (n // (2 * BLOCK_ROWS))
+    network = [
+        (low, high)
+        for low, high, span in batcher_staged(n)
+        if not ((span < BLOCK_ROWS and high < sorted_8) or (span == BLOCK_ROWS and high < sorted_16))
+    ]
+    return compile_program(network, n, first, last)
 
 
 @njit(inline="always")
