@@ -43,6 +43,7 @@ class WorkerRecord:
     trust: Trust
     registered_ms: int = 0   # timestamp of the last accepted registration: replays must be newer
     speed: float = 0.0       # EWMA of observed FLOP/s, lease to result; 0 until a first result
+    last_leased: float = 0.0  # when it last got a lease (deferring may not starve it)
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,7 @@ class Coordinator:
             lease = Lease(secrets.token_hex(12), job.job_id, job.round, shard, worker_id, now,
                           now + seconds)
             job.leases[lease.lease_id] = lease
+            worker.last_leased = now
             self.store.execute("INSERT INTO leases VALUES(?,?,?,?,?,?,?,?)",
                                (lease.lease_id, job.job_id, job.round, shard, worker_id, now,
                                 lease.deadline, "active"))
@@ -239,7 +241,9 @@ class Coordinator:
         speeds = [self.workers[w].speed for w in self.waiting
                   if w != worker.worker_id and w in self.workers
                   and any(w not in holders.get(s, ()) for s in open_shards)]
-        return placement.defer_to_faster(worker.speed, speeds, sum(needed.values()))
+        return placement.defer_to_faster(
+            worker.speed, speeds, sum(needed.values()), idle_s=self.clock() - worker.last_leased,
+            max_idle_s=placement.max_idle_seconds(job.task_flops, worker.speed))
 
     def _backup_shard(self, job: JobRuntime, worker: WorkerRecord, now: float) -> int | None:
         """An idle worker copies a straggler's shard when it would clearly finish first."""

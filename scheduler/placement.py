@@ -73,13 +73,22 @@ def fits_in_memory(profile: Mapping, needed_bytes: int) -> bool:
 SPEED_MARGIN = 1.5  # "clearly faster": noise in measured speeds must not reorder equals
 
 
-def defer_to_faster(asker_speed: float, waiting_speeds: list[float], copies_needed: int) -> bool:
+def defer_to_faster(asker_speed: float, waiting_speeds: list[float], copies_needed: int,
+                    idle_s: float = 0.0, max_idle_s: float = float("inf")) -> bool:
     """Should a worker leave the open copies to faster workers that are waiting right now?
 
     Pull scheduling lets whoever asks first win, so a slow machine often grabs a shard and the
     round then waits on it. It defers only when enough clearly faster, eligible workers are
-    idle to take every copy still needed; otherwise it works, so it is never starved."""
-    if copies_needed <= 0 or asker_speed <= 0:
+    idle to take every copy still needed; otherwise it works. A worker idle for `max_idle_s`
+    works regardless: its speed estimate must stay fresh (it may have been a fluke) and it
+    must stay under verification, so nobody is starved for good."""
+    if copies_needed <= 0 or asker_speed <= 0 or idle_s >= max_idle_s:
         return False
     faster = sum(1 for speed in waiting_speeds if speed > SPEED_MARGIN * asker_speed)
     return faster >= copies_needed
+
+
+def max_idle_seconds(task_flops: float, speed: float) -> float:
+    """How long deferring may keep a worker idle: ten of its own tasks, at least 3 s."""
+    expected = expected_seconds(task_flops, speed)
+    return max(DEADLINE_FLOOR_S, 10 * expected) if expected is not None else DEADLINE_FLOOR_S

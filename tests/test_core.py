@@ -202,7 +202,7 @@ def test_robust_rules_give_each_worker_one_vote():
 
 
 def test_slow_workers_defer_only_to_enough_faster_idle_workers():
-    """A slow worker leaves open copies to clearly faster idle workers, never starving itself."""
+    """A slow worker leaves open copies to clearly faster idle workers, but never for long."""
     from scheduler.placement import defer_to_faster
 
     assert defer_to_faster(1.0, [10.0, 10.0], copies_needed=2)
@@ -210,6 +210,7 @@ def test_slow_workers_defer_only_to_enough_faster_idle_workers():
     assert not defer_to_faster(1.0, [1.2, 1.3], copies_needed=1)     # not clearly faster
     assert not defer_to_faster(0.0, [10.0], copies_needed=1)         # unknown speed: works
     assert not defer_to_faster(1.0, [10.0], copies_needed=0)
+    assert not defer_to_faster(1.0, [10.0, 10.0], 2, idle_s=5.0, max_idle_s=3.0)  # starved: works
 
 
 def test_lease_the_worker_forgot_reopens_at_its_next_heartbeat(tmp_path):
