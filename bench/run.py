@@ -77,10 +77,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=None,
                         help="runs per system for clean and unverified, median reported "
                              "(default: 1 with --quick, else 3)")
-    parser.add_argument("--cloud-usd-per-hour", type=float, default=CostAssumptions.cloud_usd_per_hour)
-    parser.add_argument("--energy-usd-per-kwh", type=float, default=CostAssumptions.energy_usd_per_kwh)
+    parser.add_argument("--cloud-usd-per-hour", type=float, default=CostAssumptions.cloud_usd_per_hour,
+                        help="price of the VM the baseline rents (default: %(default)s, a 4-vCPU "
+                             "general-purpose on-demand VM)")
+    parser.add_argument("--energy-usd-per-kwh", type=float, default=CostAssumptions.energy_usd_per_kwh,
+                        help="volunteers' electricity tariff (default: %(default)s)")
     parser.add_argument("--watts", action="append", default=[], metavar="PROFILE=W",
-                        help="extra draw of a hardware profile in watts, e.g. laptop=25")
+                        help="extra draw of a hardware profile in watts, e.g. laptop-cpu=25")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
