@@ -139,6 +139,9 @@ class ResultCheck:
             job = co.jobs.get(sub.job_id)
             if job is None or lease.state != "submitting" or job.leases.get(lease.lease_id) is not lease:
                 raise ResultRejected(Reject.LEASE_EXPIRED, "lease ended while the result was checked")
+            if job.shard(sub.shard).settled is not None:
+                # another copy (a backup, a replica) settled the shard while this one was checked
+                raise ResultRejected(Reject.STALE_ROUND, "the shard was settled by another copy")
             flops = samples * job.spec.workload.flops_per_sample()
             credits = flops / 1e9 * CREDITS_PER_GFLOP
             receipt = co.key.sign(signing.receipt_bytes(worker_id=sub.worker_id, result=sub.digest(),

@@ -228,3 +228,24 @@ def test_lease_the_worker_forgot_reopens_at_its_next_heartbeat(tmp_path):
     co.heartbeat(worker.id, worker.token, [])
     assert co.fetch_task(other.id, other.token).lease.shard == grant.lease.shard
     co.stop()
+
+
+def test_copy_arriving_after_its_shard_settled_is_stale(tmp_path):
+    """A second copy whose check overlapped the first copy's settlement is refused as stale:
+    no ledger credit without an accepted result."""
+    co = Coordinator(tmp_path / "s.db")
+    job_id = co.submit_job(small_spec(rounds=5, shards=1, extra=NO_VERIFY, lease_timeout_s=60))
+    first, second = Worker(co), Worker(co)
+    a = first.work_one()
+    co.workers[first.id].speed, co.workers[second.id].speed = 1e3, 1e12
+    b = second.work_one()                                    # a backup copy of the same shard
+    lease_b = co.job(job_id).leases[b[0].lease_id]
+    lease_b.state = "submitting"                             # b's check is under way...
+    assert co.submit_result(*a).accepted                     # ...when a settles the shard
+    lease_b.state = "active"
+    co.job(job_id).leases[lease_b.lease_id] = lease_b
+    verdict = co.submit_result(*b)
+    assert verdict.code == Reject.STALE_ROUND
+    ledger = co.store.query("SELECT COUNT(*) AS n FROM ledger")[0]["n"]
+    assert ledger == co.store.accepted_count(job_id) == 1
+    co.stop()
