@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protos import signing
 from scheduler import rounds
 from scheduler.blobs import BlobStore
-from scheduler.errors import BENIGN_REJECTIONS, GatewayError, JobNotFound, Reject
+from scheduler.errors import GatewayError, JobNotFound, Reject
 from scheduler.jobs import TERMINAL, JobRuntime, Lease
 from scheduler import placement
 from scheduler.spec import parse_spec
@@ -364,62 +363,11 @@ class Coordinator:
                 self.changed.wait(timeout)
             return job.version
 
-    def job_figures(self, job_id: str) -> dict:
-        """Everything a status call reports, as plain values."""
-        job = self.job(job_id)
-        row = self.store.one("SELECT * FROM jobs WHERE job_id=?", (job_id,))
-        counts = self.store.rejection_counts(job_id)
-        rejected = {Reject(code).label: n for code, n in counts.items()}
-        late = sum(n for code, n in counts.items() if Reject(code) in BENIGN_REJECTIONS)
-        end = row["finished_at"] or self.clock()
-        with self.lock:
-            waiting = job.waiting_for()
-        return {
-            "job_id": job_id, "name": job.spec.name, "status": job.status, "round": job.round,
-            "rounds_total": job.spec.rounds, "final_loss": row["final_loss"] or 0.0,
-            "final_accuracy": row["final_accuracy"] or 0.0, "wall_s": end - row["created_at"],
-            "results_accepted": self.store.accepted_count(job_id),
-            # late or superseded copies are listed by reason but are not bad results
-            "results_rejected": sum(rejected.values()) - late, "rejected_by_reason": rejected,
-            "waiting_for": waiting, "error": row["error"] or "",
-            "workers": self.store.contributing_workers(job_id), "spec_toml": job.spec_toml,
-            "extra": self._verification_figures(job),
-        }
-
-    def _verification_figures(self, job: JobRuntime) -> dict[str, float]:
-        """Extra compute spent on verification, as a share of the shards the job needed: overall,
-        and over the second half of the rounds so far (steady state, after trust is earned)."""
-        figures: dict[str, float] = {}
-        for label, from_round in (("", 0), ("_steady", job.round // 2)):
-            counts = self.store.counter_totals(job.job_id, from_round)
-            primary = max(1, (job.round - from_round) * job.spec.shards)
-            extra = counts.get("shards_replicated", 0) + counts.get("reexecutions", 0)
-            figures[f"verification_overhead{label}_pct"] = round(100.0 * extra / primary, 2)
-            if not label:
-                for name in ("shards_replicated", "shards_spot_checked", "reexecutions", "disputes"):
-                    figures[name] = float(counts.get(name, 0))
-        return figures
-
     def model_bytes(self, job_id: str) -> tuple[str, bytes]:
         job = self.job(job_id)
         with self.lock:
             digest = job.params_digest
         return digest, self.blobs.get(digest)
-
-    def worker_figures(self) -> list[dict]:
-        ledger = self.store.ledger_by_worker()
-        now = self.clock()
-        with self.lock:
-            records = list(self.workers.values())
-        return [{
-            "worker_id": w.worker_id, "profile": w.profile, "last_seen_s": now - w.last_seen,
-            "online": now - w.last_seen <= 3 * self.heartbeat_interval_s,
-            "reputation": w.trust.reputation, "banned": w.trust.banned,
-            "shards_accepted": ledger.get(w.worker_id, {}).get("shards") or 0,
-            "samples": ledger.get(w.worker_id, {}).get("samples") or 0,
-            "flops": ledger.get(w.worker_id, {}).get("flops") or 0.0,
-            "credits": ledger.get(w.worker_id, {}).get("credits") or 0.0,
-        } for w in sorted(records, key=lambda w: w.worker_id)]
 
 
 def load_profile(raw: str) -> dict:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from protos import shardgrid_pb2 as pb
 from protos import shardgrid_pb2_grpc as rpc
 from protos.codec import CHUNK_BYTES, iter_chunks
-from scheduler import convert
+from scheduler import convert, figures
 from scheduler.core import Coordinator
 from scheduler.errors import GatewayError, Reject, rpc_errors, wire_code
 from scheduler.jobs import TERMINAL
@@ -82,7 +82,7 @@ class JobService(rpc.JobServiceServicer):
         self.co = coordinator
 
     def _info(self, job_id: str) -> pb.JobInfo:
-        return convert.job_info_to_pb(self.co.job_figures(job_id))
+        return convert.job_info_to_pb(figures.job_figures(self.co, job_id))
 
     def SubmitJob(self, request, context):
         with rpc_errors(context):
@@ -131,5 +131,5 @@ class JobService(rpc.JobServiceServicer):
     def ListWorkers(self, request, context):
         with rpc_errors(context):
             return pb.WorkerList(workers=[convert.worker_info_to_pb(w)
-                                          for w in self.co.worker_figures()])
+                                          for w in figures.worker_figures(self.co)])
 

@@ -8,6 +8,7 @@ import pytest
 
 from protos.codec import encode_tensor, sha256_hex
 from scheduler.core import Coordinator
+from scheduler.figures import job_figures
 from scheduler.errors import GatewayError, Reject
 from scheduler.spec import VerificationPolicy
 from scheduler.submission import Submission
@@ -85,7 +86,7 @@ def test_disagreement_is_settled_by_reexecution_and_liars_are_banned(tmp_path):
     assert co.submit_result(_signed(liar, bad_sub, flipped), flipped).accepted  # valid protocol
     _wait(lambda: co.job(job_id).settled() == {good[0].shard})
     assert co.workers[liar.id].trust.banned
-    assert co.job_figures(job_id)["rejected_by_reason"] == {"disagreement": 1}
+    assert job_figures(co, job_id)["rejected_by_reason"] == {"disagreement": 1}
     with pytest.raises(GatewayError) as info:
         co.fetch_task(liar.id, liar.token)
     assert info.value.code == Reject.BANNED
