@@ -64,7 +64,10 @@ class Coordinator:
         self.clock = clock
         self.heartbeat_interval_s = heartbeat_interval_s
         self.lock = threading.RLock()
-        self.changed = threading.Condition(self.lock)
+        self.changed = threading.Condition(self.lock)      # watchers and the round driver
+        # Parked long-polls wait here, and are woken one per unit of new work: waking all of
+        # them on every change made 1,000 workers queue on the lock (a thundering herd).
+        self.work_ready = threading.Condition(self.lock)
         self.key = self._load_key()
         self.public_key = signing.public_bytes(self.key)
         self.workers: dict[str, WorkerRecord] = {}
@@ -102,10 +105,16 @@ class Coordinator:
         self._stop.set()
         with self.changed:
             self.changed.notify_all()
+            self.work_ready.notify_all()
         for thread in self._threads:
             thread.join(timeout=10)
         self.verifier.close()
         self.store.close()
+
+    def offer_work(self, copies: int) -> None:
+        """Caller holds the lock: `copies` new leases can be had; wake that many pollers."""
+        if copies > 0:
+            self.work_ready.notify(copies)
 
     def _notify(self, job: JobRuntime | None = None) -> None:
         if job is not None:
@@ -185,19 +194,23 @@ class Coordinator:
             try:
                 while True:
                     self.authenticate(worker_id, token)
-                    grant = self._try_lease(worker_id)
+                    grant, deferred = self._try_lease(worker_id)
+                    if deferred:
+                        self.work_ready.notify(1)  # hand the wake-up to a faster poller
                     remaining = deadline - time.monotonic()
                     if grant is not None or remaining <= 0 or self._stop.is_set():
                         return grant
-                    self.changed.wait(remaining)
+                    self.work_ready.wait(remaining)
             finally:
                 self.waiting[worker_id] -= 1
                 if not self.waiting[worker_id]:
                     del self.waiting[worker_id]
 
-    def _try_lease(self, worker_id: str) -> LeaseGrant | None:
+    def _try_lease(self, worker_id: str) -> tuple[LeaseGrant | None, bool]:
+        """(a lease for this worker or None, whether it deferred an open copy to faster ones)."""
         worker = self.workers[worker_id]
         now = self.clock()
+        deferred = False
         for job in sorted(self.jobs.values(), key=lambda j: j.created_at):
             if not job.running or job.aggregating:
                 continue
@@ -206,6 +219,7 @@ class Coordinator:
             holders = {s: state.holders for s, state in job.shards.items()}
             shard = placement.choose_shard(job.copies_needed(), holders, worker_id)
             if shard is not None and self._should_defer(job, worker, holders):
+                deferred = True
                 continue
             if shard is None:
                 shard = self._backup_shard(job, worker, now) if job.spec.backups else None
@@ -228,8 +242,8 @@ class Coordinator:
                 round_no=job.round, shard=shard, params_digest=job.params_digest,
                 deadline_ms=deadline_ms))
             return LeaseGrant(lease, job.params_digest, job.params.nbytes,
-                              job.spec.workload.to_json(), signature)
-        return None
+                              job.spec.workload.to_json(), signature), deferred
+        return None, deferred
 
     def _should_defer(self, job: JobRuntime, worker: WorkerRecord,
                       holders: dict[int, set[str]]) -> bool:
@@ -297,11 +311,16 @@ class Coordinator:
         job.shard(lease.shard).holders.discard(lease.worker_id)
         self.store.execute("UPDATE leases SET state='expired' WHERE lease_id=?", (lease.lease_id,))
         self._notify(job)
+        self.offer_work(1)
 
     def _reap(self) -> None:
         while not self._stop.wait(0.25):
             with self.lock:
                 self._expire_leases()
+                # Stragglers become worth backing up as time passes, with no event to say so:
+                # let an idle poller look again.
+                if self.waiting and any(job.running and job.leases for job in self.jobs.values()):
+                    self.offer_work(1)
 
     # ------------------------------------------------------------------ rounds
     def _drive_rounds(self) -> None:

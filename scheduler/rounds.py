@@ -116,6 +116,7 @@ def create_job(co: "Coordinator", job_id: str, spec: JobSpec, spec_toml: str,
                          (job_id, spec.name, spec_toml, "running", 0, digest, now))
         co.jobs[job_id] = job
         co._notify(job)
+        co.offer_work(2 * spec.shards)  # every shard, and its replica
 
 
 def close_round(co: "Coordinator", job: JobRuntime) -> None:
@@ -164,6 +165,7 @@ def close_round(co: "Coordinator", job: JobRuntime) -> None:
         job.last_round = RoundSummary(round_no, loss, accuracy, len(chosen), wall_s)
         job.aggregating = False
         co._notify(job)
+        co.offer_work(2 * job.spec.shards)  # the new round's shards and replicas
 
 
 def recover(co: "Coordinator") -> None:

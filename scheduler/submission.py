@@ -183,3 +183,4 @@ class ResultCheck:
                 if job is not None:
                     job.leases.pop(lease.lease_id, None)
                     co._notify(job)
+                    co.offer_work(1)

@@ -63,6 +63,7 @@ class Verifier:
             if policy.wants_replica(trust, job.spec.verification, self.rng):
                 state.copies = 2
                 self.co.count(job.job_id, "shards_replicated")
+                self.co.offer_work(1)  # someone else must take the replica
         state.holders.add(worker_id)
 
     def on_result(self, job: JobRuntime, shard: int) -> None:
@@ -154,6 +155,7 @@ class Verifier:
                 self._settle(job, state, good[0], good)
             else:
                 state.copies = 2  # every result was wrong: redo it, replicated
+                self.co.offer_work(2)
             self.co._notify(job)
 
     # ------------------------------------------------------------------ punishment
@@ -187,6 +189,7 @@ class Verifier:
                 for result in [r for r in state.results if r.worker_id == worker_id]:
                     if state.settled is None:
                         state.results.remove(result)
+                        self.co.offer_work(1)
                         self.co.store.execute("UPDATE results SET state='rejected' WHERE "
                                               "lease_id=?", (result.lease_id,))
             self.co._notify(job)
