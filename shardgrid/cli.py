@@ -23,19 +23,27 @@ def cmd_coordinator(args) -> int:
     return run(args.db, args.host, args.port)
 
 
+def _preload_workloads() -> None:
+    """Import scikit-learn and build the bundled dataset while the worker registers, so the
+    first task of the first job does not pay seconds of start-up."""
+    from worker.workloads import load_dataset
+
+    load_dataset("digits")
+
+
 def cmd_worker(args) -> int:
     from worker.agent import WorkerAgent
     from worker.behaviors import Misbehavior
     from worker.profile import measure_profile
     from worker.profiles import Pacing, emulated_profile, hardware_class, session_length
 
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     hw = hardware_class(args.profile) if args.profile else None
     profile = emulated_profile(hw, measure_profile()) if hw else measure_profile()
     agent = WorkerAgent(args.coordinator, Path(args.key).expanduser(), profile,
-                        stop=stop, max_tasks=args.max_tasks, pacing=Pacing(hw))
+                        max_tasks=args.max_tasks, pacing=Pacing(hw))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: agent.request_stop())
+    threading.Thread(target=_preload_workloads, daemon=True).start()
     # Unseeded runs still differ per worker (noise, churn) and repeat per key.
     seed = args.seed if args.seed is not None else int(agent.worker_id[:8], 16)
     agent.misbehavior = Misbehavior(args.behavior, seed=seed, attack_after=args.attack_after)
@@ -46,7 +54,7 @@ def cmd_worker(args) -> int:
             return 2
         online_s = session_length(mean_s, seed)
         logging.getLogger("shardgrid.worker").info("churn: leaving after %.1fs online", online_s)
-        timer = threading.Timer(online_s, stop.set)
+        timer = threading.Timer(online_s, agent.request_stop)
         timer.daemon = True
         timer.start()
     try:

@@ -98,6 +98,7 @@ class WorkerAgent:
         self.channel = grpc.insecure_channel(coordinator, options=GRPC_OPTIONS)
         self.gateway = rpc.WorkerGatewayStub(self.channel)
         self.token = b""
+        self._poll: grpc.Future | None = None  # the FetchTask long-poll in flight
         self.pins = KeyPins(Path(str(key_path) + ".pins"))
         self.coordinator_key = b""
         self.heartbeat_interval_s = 2.0
@@ -165,9 +166,16 @@ class WorkerAgent:
         return 0
 
     def _one_task(self) -> None:
-        reply = self.gateway.FetchTask(pb.FetchTaskRequest(
+        poll = self.gateway.FetchTask.future(pb.FetchTaskRequest(
             worker_id=self.worker_id, session_token=self.token, wait_ms=LONG_POLL_MS),
             timeout=LONG_POLL_MS / 1000.0 + RPC_TIMEOUT_S)
+        self._poll = poll
+        try:
+            reply = poll.result()
+        except grpc.FutureCancelledError:
+            return  # request_stop() cut the long-poll short
+        finally:
+            self._poll = None
         self.backoff.reset()
         if not reply.has_task:
             return
@@ -270,6 +278,14 @@ class WorkerAgent:
 
         self._pause(self.pacing.transfer(len(payload)))
         return self.gateway.SubmitResult(messages(), timeout=RPC_TIMEOUT_S)
+
+    def request_stop(self) -> None:
+        """Stop soon, from any thread or a signal handler: a parked long-poll is cancelled
+        instead of being waited out, so the process exits at once."""
+        self.stop.set()
+        poll = self._poll
+        if poll is not None:
+            poll.cancel()
 
     def close(self) -> None:
         self.stop.set()
