@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from scheduler.errors import BENIGN_REJECTIONS, Reject
-from scheduler.jobs import JobRuntime
+from scheduler.jobs import JobRuntime, RoundSummary
 
 if TYPE_CHECKING:
     from scheduler.core import Coordinator
@@ -64,3 +64,11 @@ def worker_figures(co: "Coordinator") -> list[dict]:
         "flops": ledger.get(w.worker_id, {}).get("flops") or 0.0,
         "credits": ledger.get(w.worker_id, {}).get("credits") or 0.0,
     } for w in sorted(records, key=lambda w: w.worker_id)]
+
+
+def rounds_after(co: "Coordinator", job_id: str, after: int) -> list[RoundSummary]:
+    """The job's closed rounds numbered above `after`, in order."""
+    rows = co.store.query("SELECT round, loss, accuracy, updates, wall_s FROM rounds "
+                          "WHERE job_id=? AND round>? ORDER BY round", (job_id, after))
+    return [RoundSummary(r["round"], r["loss"], r["accuracy"], r["updates"], r["wall_s"])
+            for r in rows]

@@ -73,7 +73,6 @@ class JobRuntime:
     shards: dict[int, ShardState] = field(default_factory=dict)   # open round, by shard
     aggregating: bool = False
     version: int = 0                                             # bumped on every visible change
-    last_round: RoundSummary | None = None
     previous_aggregate: np.ndarray | None = None  # centered clipping starts from it
 
     @property

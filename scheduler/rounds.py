@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from scheduler.jobs import TERMINAL, Accepted, JobRuntime, Lease, RoundSummary
+from scheduler.jobs import TERMINAL, Accepted, JobRuntime, Lease
 from scheduler.optim import Optimizer
 from scheduler.spec import JobSpec, parse_spec
 from worker.workloads import evaluate_params
@@ -162,7 +162,6 @@ def close_round(co: "Coordinator", job: JobRuntime) -> None:
         job.shards.clear()
         job.round, job.params, job.params_digest = round_no + 1, new_params, params_digest
         job.previous_aggregate = aggregate
-        job.last_round = RoundSummary(round_no, loss, accuracy, len(chosen), wall_s)
         job.aggregating = False
         co._notify(job)
         co.offer_work(2 * job.spec.shards)  # the new round's shards and replicas
@@ -189,11 +188,8 @@ def recover(co: "Coordinator") -> None:
                          row["params_digest"], params, optimizer, row["created_at"])
         last = co.store.one("SELECT * FROM rounds WHERE job_id=? ORDER BY round DESC LIMIT 1",
                             (job.job_id,))
-        if last is not None:
-            job.last_round = RoundSummary(last["round"], last["loss"], last["accuracy"],
-                                          last["updates"], last["wall_s"])
-            if last["aggregate_digest"]:
-                job.previous_aggregate = co.blobs.get_tensor(last["aggregate_digest"])
+        if last is not None and last["aggregate_digest"]:
+            job.previous_aggregate = co.blobs.get_tensor(last["aggregate_digest"])
         if job.status not in TERMINAL:
             _recover_round(co, job)
         co.jobs[job.job_id] = job

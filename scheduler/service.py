@@ -107,20 +107,23 @@ class JobService(rpc.JobServiceServicer):
 
     def WatchJob(self, request, context):
         with rpc_errors(context):
-            job = self.co.job(request.job_id)
-            version, last_round = -1, None
+            self.co.job(request.job_id)  # NOT_FOUND before the stream starts
+            version, sent_round = -1, -1
             while context.is_active():
                 seen = version
                 version = self.co.wait_for_change(request.job_id, version, timeout=1.0)
                 if version == seen:
                     continue
-                summary = job.last_round
-                event = pb.JobEvent(job=self._info(request.job_id))
-                if summary is not None and summary is not last_round:
-                    event.round.CopyFrom(pb.RoundSummary(**vars(summary)))
-                    last_round = summary
-                yield event
-                if event.job.status in TERMINAL:  # decided on what was sent: no lost last event
+                info = self._info(request.job_id)
+                # every round closed since the last event gets its own, even if several closed
+                rounds = figures.rounds_after(self.co, request.job_id, sent_round) or [None]
+                for summary in rounds:
+                    event = pb.JobEvent(job=info)
+                    if summary is not None:
+                        event.round.CopyFrom(pb.RoundSummary(**vars(summary)))
+                        sent_round = summary.round
+                    yield event
+                if info.status in TERMINAL:  # decided on what was sent: no lost last event
                     return
 
     def GetModel(self, request, context):

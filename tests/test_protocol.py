@@ -190,3 +190,23 @@ def test_parameters_cached_per_round(coordinator, job):
     assert agent.run() == 0
     agent.close()
     assert agent.tasks_done == 3 and len(fetched) == 1  # 3 shards of round 0, one download
+
+
+def test_watch_reports_every_round(coordinator, client):
+    """WatchJob sends each closed round once and in order, even when several close between
+    two events, and ends with the job's final status."""
+    import threading
+
+    from worker.agent import WorkerAgent
+
+    job_id = client.submit(small_spec(rounds=6, shards=2, extra="[verification]\nenabled = false"))
+    stop = threading.Event()
+    agents = [WorkerAgent(coordinator.address, coordinator.coordinator.store.path.parent / f"{i}.key",
+                          profile={"cores": 1}, stop=stop) for i in range(2)]
+    for agent in agents:
+        threading.Thread(target=agent.run, daemon=True).start()
+    events = list(client.watch(job_id))
+    stop.set()
+    rounds = [e["round"]["round"] for e in events if e["round"] is not None]
+    assert rounds == list(range(6))
+    assert events[-1]["job"]["status"] == "completed"
