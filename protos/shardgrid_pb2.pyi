@@ -307,7 +307,7 @@ class ListWorkersRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class WorkerInfo(_message.Message):
-    __slots__ = ("worker_id", "profile", "last_seen_s", "online", "reputation", "banned", "shards_accepted", "samples", "flops", "credits")
+    __slots__ = ("worker_id", "profile", "last_seen_s", "online", "reputation", "banned", "shards_accepted", "samples", "flops", "credits", "observed_gflops")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_S_FIELD_NUMBER: _ClassVar[int]
@@ -318,6 +318,7 @@ class WorkerInfo(_message.Message):
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     FLOPS_FIELD_NUMBER: _ClassVar[int]
     CREDITS_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_GFLOPS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     profile: HardwareProfile
     last_seen_s: float
@@ -328,7 +329,8 @@ class WorkerInfo(_message.Message):
     samples: int
     flops: float
     credits: float
-    def __init__(self, worker_id: _Optional[str] = ..., profile: _Optional[_Union[HardwareProfile, _Mapping]] = ..., last_seen_s: _Optional[float] = ..., online: _Optional[bool] = ..., reputation: _Optional[float] = ..., banned: _Optional[bool] = ..., shards_accepted: _Optional[int] = ..., samples: _Optional[int] = ..., flops: _Optional[float] = ..., credits: _Optional[float] = ...) -> None: ...
+    observed_gflops: float
+    def __init__(self, worker_id: _Optional[str] = ..., profile: _Optional[_Union[HardwareProfile, _Mapping]] = ..., last_seen_s: _Optional[float] = ..., online: _Optional[bool] = ..., reputation: _Optional[float] = ..., banned: _Optional[bool] = ..., shards_accepted: _Optional[int] = ..., samples: _Optional[int] = ..., flops: _Optional[float] = ..., credits: _Optional[float] = ..., observed_gflops: _Optional[float] = ...) -> None: ...
 
 class WorkerList(_message.Message):
     __slots__ = ("workers",)

@@ -67,5 +67,5 @@ def worker_info_to_dict(info: pb.WorkerInfo) -> dict:
         "worker_id": info.worker_id, "profile": profile_to_dict(info.profile),
         "last_seen_s": info.last_seen_s, "online": info.online, "reputation": info.reputation,
         "banned": info.banned, "shards_accepted": info.shards_accepted, "samples": info.samples,
-        "flops": info.flops, "credits": info.credits,
+        "flops": info.flops, "credits": info.credits, "observed_gflops": info.observed_gflops,
     }

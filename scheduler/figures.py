@@ -63,6 +63,7 @@ def worker_figures(co: "Coordinator") -> list[dict]:
         "samples": ledger.get(w.worker_id, {}).get("samples") or 0,
         "flops": ledger.get(w.worker_id, {}).get("flops") or 0.0,
         "credits": ledger.get(w.worker_id, {}).get("credits") or 0.0,
+        "observed_gflops": w.speed / 1e9,
     } for w in sorted(records, key=lambda w: w.worker_id)]
 
 

@@ -56,12 +56,13 @@ def jobs_table(jobs: list[dict]) -> None:
 
 
 def workers_table(workers: list[dict]) -> None:
-    table = Table("worker", "profile", "GFLOP/s", "online", "reputation", "shards", "samples",
-                  "credits", "banned")
+    table = Table("worker", "profile", "GFLOP/s", "seen GFLOP/s", "online", "reputation", "shards",
+                  "samples", "credits", "banned")
     for w in workers:
         profile = w["profile"]
         table.add_row(w["worker_id"], profile.get("profile_name") or profile.get("device_class", ""),
-                      f"{profile.get('gflops', 0):.1f}", "yes" if w["online"] else "no",
+                      f"{profile.get('gflops', 0):.1f}", f"{w['observed_gflops']:.3f}",
+                      "yes" if w["online"] else "no",
                       f"{w['reputation']:.2f}", str(w["shards_accepted"]), str(w["samples"]),
                       f"{w['credits']:.3f}", "BANNED" if w["banned"] else "")
     out.print(table)
