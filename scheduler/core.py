@@ -17,11 +17,10 @@ from typing import Callable
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protos import signing
-from scheduler import rounds
+from scheduler import placement, rounds
 from scheduler.blobs import BlobStore
 from scheduler.errors import GatewayError, JobNotFound, Reject
 from scheduler.jobs import TERMINAL, JobRuntime, Lease
-from scheduler import placement
 from scheduler.spec import parse_spec
 from scheduler.store import Store, dumps
 from scheduler.submission import ResultCheck, Submission, Verdict

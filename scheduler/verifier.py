@@ -148,7 +148,7 @@ class Verifier:
                 return
             tolerance = job.spec.verification.tolerance
             good = [r for r in state.results
-                    if policy.agree("", "-", self._update(r), reference, tolerance)]
+                    if policy.matches_reference(self._update(r), reference, tolerance)]
             for result in [r for r in state.results if r not in good]:
                 self.prove_wrong(job, state, result)
             if good:
