@@ -1,8 +1,9 @@
 """Verification policy: who gets replicated, when two results agree, how trust moves. Pure logic.
 
 Adaptive replication (BOINC style): a worker's shards are computed by a second, distinct worker
-until it has `replicate_until` consecutive agreeing results; after that only with probability
-1/streak, so the expected extra compute of a trusted fleet decays like the harmonic series' terms.
+until it has `replicate_until` consecutive valid results; after that only with probability
+1/streak, so the expected extra compute of a trusted fleet decays like 1/streak. Every accepted
+result that is not proven wrong extends the streak, checked or not.
 A disagreement is settled by the coordinator re-executing the shard: the result that matches the
 re-execution stands, any that does not is *proven wrong*.
 """

@@ -98,7 +98,10 @@ class Verifier:
         self.co._notify(job)
         if not job.spec.verification.enabled:
             return  # recorded as accepted on arrival: nothing more to write
-        for result in verified:
+        # "Consecutive valid" counts every accepted result not proven wrong, checked or not:
+        # otherwise a trusted worker's streak stalls at replicate_until and its replication
+        # rate never decays below 1/replicate_until.
+        for result in verified or [chosen]:
             policy.record_agreement(self.co.workers[result.worker_id].trust)
             self.co.save_trust(result.worker_id)
         ids = {chosen.lease_id, *(r.lease_id for r in verified)}

@@ -142,3 +142,17 @@ def test_worker_pins_coordinator_key_and_checks_leases(tmp_path, coordinator, cl
         agent = WorkerAgent(impostor.address, key, profile={"cores": 1}, max_tasks=1)
         assert agent.run() == 4
         agent.close()
+
+
+def test_trusted_streak_grows_with_unchecked_results(tmp_path):
+    """Once trusted, a worker's unreplicated results still extend its streak, so replication
+    becomes rarer and rarer (probability 1/streak)."""
+    co = Coordinator(tmp_path / "s.db")
+    co.submit_job(small_spec(rounds=50, shards=1,
+                             extra="[verification]\nreplicate_until = 1\nspot_check_fraction = 0.0"))
+    worker = Worker(co)
+    co.workers[worker.id].trust = Trust(reputation=1.0, streak=10**6)  # replication ~never
+    before = co.workers[worker.id].trust.streak
+    assert co.submit_result(*worker.work_one()).accepted
+    assert co.workers[worker.id].trust.streak == before + 1
+    co.stop()
