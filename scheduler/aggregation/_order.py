@@ -23,22 +23,7 @@ from ._config import FASTMATH
 
 def _batcher_comparators(n: int) -> list[tuple[int, int]]:
     """Comparators (low, high) of Batcher's odd-even merge sort restricted to n wires."""
-    size = 1
-    while size < n:
-        size *= 2
-    comparators = []
-    p = 1
-    while p < size:
-        k = p
-        while k >= 1:
-            for j in range(k % p, size - k, 2 * k):
-                for i in range(min(k, size - j - k)):
-                    low, high = i + j, i + j + k
-                    if low // (2 * p) == high // (2 * p) and high < n:
-                        comparators.append((low, high))
-            k //= 2
-        p *= 2
-    return comparators
+    return [(low, high) for low, high, _ in _select.batcher_staged(n)]
 
 
 @lru_cache(maxsize=256)
