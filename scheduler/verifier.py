@@ -86,7 +86,13 @@ class Verifier:
         first, second = state.results[0], state.results[1]
         if policy.agree(first.payload_digest, second.payload_digest, self._update(first),
                         self._update(second), job.spec.verification.tolerance):
-            self._settle(job, state, first, [first, second])
+            if self._trusted(job, first) or self._trusted(job, second):
+                self._settle(job, state, first, [first, second])
+            else:
+                # Two newcomers agreeing prove little: colluding identities send identical
+                # wrong updates and agree bit for bit. The coordinator confirms, until trusted.
+                self.co.count(job.job_id, "collusion_checks")
+                self._start_reexecution(job, shard)
         else:
             self.co.count(job.job_id, "disputes")
             self._start_reexecution(job, shard)
@@ -107,6 +113,9 @@ class Verifier:
         ids = {chosen.lease_id, *(r.lease_id for r in verified)}
         self.co.store.execute(f"UPDATE results SET state='accepted' WHERE lease_id IN "
                               f"({','.join('?' * len(ids))})", tuple(ids))
+
+    def _trusted(self, job: JobRuntime, result: Accepted) -> bool:
+        return self.co.workers[result.worker_id].trust.streak >= job.spec.verification.replicate_until
 
     def _cancel_other_copies(self, job: JobRuntime, shard: int) -> None:
         """The first valid result wins: leases still computing this shard (backups) are

@@ -24,8 +24,8 @@ def cmd_coordinator(args) -> int:
 
 
 def _preload_workloads() -> None:
-    """Import scikit-learn and build the bundled dataset while the worker registers, so the
-    first task of the first job does not pay seconds of start-up."""
+    """Import scikit-learn and build the bundled dataset before registering, so the first task
+    of the first job does not pay seconds of start-up (and no import runs on two threads)."""
     from worker.workloads import load_dataset
 
     load_dataset("digits")
@@ -43,7 +43,7 @@ def cmd_worker(args) -> int:
                         max_tasks=args.max_tasks, pacing=Pacing(hw))
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: agent.request_stop())
-    threading.Thread(target=_preload_workloads, daemon=True).start()
+    _preload_workloads()
     # Unseeded runs still differ per worker (noise, churn) and repeat per key.
     seed = args.seed if args.seed is not None else int(agent.worker_id[:8], 16)
     agent.misbehavior = Misbehavior(args.behavior, seed=seed, attack_after=args.attack_after)

@@ -57,8 +57,10 @@ def _signed(worker: Worker, submission: Submission, payload: bytes) -> Submissio
 
 
 def test_replicas_that_agree_settle_and_build_trust(tmp_path):
-    """Two honest copies of a shard from distinct workers settle it and raise both streaks."""
+    """Two honest copies of a shard from distinct workers settle it and raise both streaks;
+    as both are newcomers, the coordinator confirms their agreement first."""
     co = Coordinator(tmp_path / "s.db")
+    co.start()
     job_id = co.submit_job(small_spec(rounds=5, shards=1))
     a, b = Worker(co), Worker(co)
     first, second = a.work_one(), b.work_one()
@@ -66,8 +68,26 @@ def test_replicas_that_agree_settle_and_build_trust(tmp_path):
     assert co.submit_result(*first).accepted
     assert co.job(job_id).settled() == set()       # waits for its replica
     assert co.submit_result(*second).accepted
-    assert co.job(job_id).settled() == {0}
+    _wait(lambda: co.job(job_id).settled() == {0} or co.job(job_id).round == 1)
     assert co.workers[a.id].trust.streak == co.workers[b.id].trust.streak == 1
+    assert job_figures(co, job_id)["rejected_by_reason"] == {}
+    co.stop()
+
+
+def test_colluding_newcomers_that_agree_are_caught(tmp_path):
+    """Two new workers sending the same wrong update agree bit for bit; the coordinator's
+    confirmation proves both wrong."""
+    co = Coordinator(tmp_path / "s.db")
+    co.start()
+    job_id = co.submit_job(small_spec(rounds=5, shards=1))
+    a, b = Worker(co), Worker(co)
+    (sub_a, payload), (sub_b, _) = a.work_one(), b.work_one()
+    flipped = encode_tensor(-4 * np.frombuffer(payload, "<f4"))
+    assert co.submit_result(_signed(a, sub_a, flipped), flipped).accepted
+    assert co.submit_result(_signed(b, sub_b, flipped), flipped).accepted
+    _wait(lambda: job_figures(co, job_id)["rejected_by_reason"].get("disagreement") == 2)
+    assert co.job(job_id).settled() == set()
+    assert co.workers[a.id].trust.proven_wrong == co.workers[b.id].trust.proven_wrong == 1
     co.stop()
 
 

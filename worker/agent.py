@@ -150,6 +150,11 @@ class WorkerAgent:
             except CoordinatorKeyMismatch as exc:
                 log.error("%s", exc)
                 return 4
+            except (ValueError, OSError, ArithmeticError) as exc:
+                # a task this worker cannot compute (a bad workload from the coordinator, a
+                # local failure): drop that lease, say why, and keep serving
+                log.exception("task failed, lease dropped: %s", exc)
+                self.stop.wait(self.backoff.next())
             except grpc.RpcError as exc:
                 code = exc.code()
                 if code == grpc.StatusCode.PERMISSION_DENIED:
