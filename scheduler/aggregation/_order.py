@@ -54,16 +54,7 @@ def _load_and_sort(x, rows, j0, width, program, buf):
         dst = buf[r]
         for c in range(width):
             dst[c] = src[c]
-    for t in range(program.shape[0]):
-        a_row = buf[program[t, 0]]
-        b_row = buf[program[t, 1]]
-        low_row = buf[program[t, 2]]
-        high_row = buf[program[t, 3]]
-        for c in range(width):
-            a = a_row[c]
-            b = b_row[c]
-            low_row[c] = a if a < b else b
-            high_row[c] = b if a < b else a
+    _select.run_program(buf, program, width)
 
 
 def column_median(x, program, rank_row, tile):

@@ -96,6 +96,21 @@ def merge_program(n: int, first: int, last: int) -> tuple[np.ndarray, np.ndarray
 
 
 @njit(inline="always")
+def run_program(buf, program, width):
+    """Apply the out-of-place comparator steps of a compiled program to the tile in `buf`."""
+    for t in range(program.shape[0]):
+        a_row = buf[program[t, 0]]
+        b_row = buf[program[t, 1]]
+        low_row = buf[program[t, 2]]
+        high_row = buf[program[t, 3]]
+        for c in range(width):
+            a = a_row[c]
+            b = b_row[c]
+            low_row[c] = a if a < b else b
+            high_row[c] = b if a < b else a
+
+
+@njit(inline="always")
 def _cx(a, b):
     """One comparator: (min, max). The compare+select form maps onto vminps/vmaxps."""
     return (a if a < b else b), (b if a < b else a)
@@ -211,16 +226,7 @@ def _load_blocks_and_merge(x, j0, width, program, flat):
         _sort_block(flat, r0, width)
     for r0 in range(0, n - 2 * BLOCK_ROWS + 1, 2 * BLOCK_ROWS):
         _merge_blocks(flat, r0, width)
-    for t in range(program.shape[0]):
-        a_row = buf[program[t, 0]]
-        b_row = buf[program[t, 1]]
-        low_row = buf[program[t, 2]]
-        high_row = buf[program[t, 3]]
-        for c in range(width):
-            a = a_row[c]
-            b = b_row[c]
-            low_row[c] = a if a < b else b
-            high_row[c] = b if a < b else a
+    run_program(buf, program, width)
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
