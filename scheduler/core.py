@@ -216,8 +216,9 @@ class Coordinator:
             if not placement.fits_in_memory(worker.profile, job.memory_needed):
                 continue
             holders = {s: state.holders for s, state in job.shards.items()}
-            shard = placement.choose_shard(job.copies_needed(), holders, worker_id)
-            if shard is not None and self._should_defer(job, worker, holders):
+            needed = job.copies_needed()
+            shard = placement.choose_shard(needed, holders, worker_id)
+            if shard is not None and self._should_defer(job, worker, holders, needed):
                 deferred = True
                 continue
             if shard is None:
@@ -245,10 +246,9 @@ class Coordinator:
         return None, deferred
 
     def _should_defer(self, job: JobRuntime, worker: WorkerRecord,
-                      holders: dict[int, set[str]]) -> bool:
+                      holders: dict[int, set[str]], needed: dict[int, int]) -> bool:
         """Leave this job's open copies to clearly faster workers idle right now (see
         placement.defer_to_faster); only those that could take an open copy count."""
-        needed = job.copies_needed()
         open_shards = [s for s, n in needed.items() if n > 0]
         speeds = [self.workers[w].speed for w in self.waiting
                   if w != worker.worker_id and w in self.workers
