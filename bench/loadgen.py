@@ -41,12 +41,16 @@ from protos.codec import (ENCODING_F32LE, GRPC_OPTIONS, decode_tensor, encode_te
 from scheduler.client import JobClient
 from worker.workloads import WorkloadConfig, compute_update
 
-# Tiny and plentiful shards: a 4-feature, 2-class softmax (10 parameters), 500 shards a round.
+# Tiny and plentiful shards: a 4-feature, 2-class softmax (10 parameters). A round has
+# SHARDS_PER_WORKER shards per worker (at least 100), as a job sized for its fleet would: with
+# fewer shards than workers, most of the fleet idles at every round barrier and each task
+# costs a parameter download.
+SHARDS_PER_WORKER = 4
 LOAD_JOB = """
 [job]
 name = "loadgen"
 rounds = 1000000
-shards_per_round = 500
+shards_per_round = {shards}
 target_accuracy = 0.0
 lease_timeout_s = 30
 [model]
@@ -93,6 +97,7 @@ class SimWorker:
         self.token = b""
         self.params_digest = ""
         self.params = np.zeros(0, np.float32)
+        self.finished: pb.InlineResult | None = None  # rides on the next FetchTask
 
     async def register(self) -> None:
         timestamp_ms = int(time.time() * 1000)
@@ -104,13 +109,25 @@ class SimWorker:
         self.token = reply.session_token
 
     async def cycle(self, stats: FleetStats) -> None:
+        """One FetchTask, carrying the previous task's signed result as the agent does."""
+        request = pb.FetchTaskRequest(worker_id=self.worker_id, session_token=self.token,
+                                      wait_ms=LONG_POLL_MS)
+        carried, self.finished = self.finished, None
+        if carried is not None:
+            request.finished.CopyFrom(carried)
         started = time.perf_counter()
-        reply = await self.stub.FetchTask(pb.FetchTaskRequest(
-            worker_id=self.worker_id, session_token=self.token, wait_ms=LONG_POLL_MS))
+        reply = await self.stub.FetchTask(request)
+        latency = time.perf_counter() - started
+        if carried is not None and stats.measuring:
+            if reply.finished.accepted:
+                stats.cycles += 1
+            else:
+                stats.rejected[pb.RejectCode.Name(reply.finished.code)] += 1
         if not reply.has_task:
             stats.empty_polls += stats.measuring
             return
-        latency = time.perf_counter() - started
+        if stats.measuring:
+            stats.fetch_latencies_s.append(latency)
         lease = reply.lease
         if lease.params_digest != self.params_digest:  # as the agent: once per round
             chunks = [(c.offset, c.total_size, c.data) async for c in self.stub.FetchBlob(
@@ -132,15 +149,7 @@ class SimWorker:
             payload_digest=payload_digest, payload_size=len(payload), encoding=ENCODING_F32LE,
             metrics=[pb.Metric(name=k, value=v) for k, v in sorted(metrics.items())],
             signature=self.key.sign(digest))
-        answer = await self.stub.SubmitResult(iter([pb.ResultChunk(header=header),
-                                                    pb.ResultChunk(data=payload)]))
-        if not stats.measuring:
-            return
-        if answer.accepted:
-            stats.cycles += 1
-            stats.fetch_latencies_s.append(latency)
-        else:
-            stats.rejected[pb.RejectCode.Name(answer.code)] += 1
+        self.finished = pb.InlineResult(header=header, payload=payload)
 
     async def run(self, stats: FleetStats, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -273,10 +282,11 @@ def scale_markdown(report: dict) -> str:
 
 def run_scale(fleets: list[int], duration_s: float, warmup_s: float, out: Path,
               profile: bool, verification: bool = True, log=print) -> dict:
-    job_toml = LOAD_JOB.format(verification="true" if verification else "false")
     out.mkdir(parents=True, exist_ok=True)
     results, report_census = [], {}
     for workers in fleets:
+        job_toml = LOAD_JOB.format(verification="true" if verification else "false",
+                                   shards=max(100, SHARDS_PER_WORKER * workers))
         workdir = out / f"coordinator-{workers}"
         with LocalCluster(workers=0, workdir=workdir) as cluster:
             with JobClient(cluster.address) as client:

@@ -19,14 +19,25 @@ PROTOCOL_VERSION = 1
 
 def _field(value: str | bytes | int | float) -> bytes:
     # Type tag + length prefix: no two different field sequences encode to the same bytes.
+    kind = type(value)  # exact types first: this runs ~60 times per task on the coordinator
+    if kind is str:
+        raw = value.encode()
+        return b"s" + struct.pack(">I", len(raw)) + raw
+    if kind is float:
+        return b"f" + struct.pack(">d", value)
+    if kind is int:
+        return b"i" + struct.pack(">q", value)
     if isinstance(value, bool):
         raise TypeError("booleans are not canonical fields")
     if isinstance(value, int):
         return b"i" + struct.pack(">q", value)
     if isinstance(value, float):
         return b"f" + struct.pack(">d", value)
-    raw = value.encode() if isinstance(value, str) else bytes(value)
-    return (b"s" if isinstance(value, str) else b"b") + struct.pack(">I", len(raw)) + raw
+    if isinstance(value, str):
+        raw = value.encode()
+        return b"s" + struct.pack(">I", len(raw)) + raw
+    raw = bytes(value)
+    return b"b" + struct.pack(">I", len(raw)) + raw
 
 
 def canonical(domain: str, *fields: str | bytes | int | float) -> bytes:

@@ -42,14 +42,30 @@ __all__ = ["audit", "main"]
 CREDITED = ("accepted", "pending")  # result states that carry a ledger row
 
 
+class _ReadRows:
+    """The audit's own read-only connection, as BlobStore reads small blobs through it."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def one(self, sql: str, args: tuple = ()):
+        try:
+            return self.db.execute(sql, args).fetchone()
+        except sqlite3.OperationalError:  # a database from before the blobs table
+            return None
+
+    def execute(self, sql: str, args: tuple = ()) -> None:
+        raise PermissionError("the audit never writes")
+
+
 def audit(db_path: str | Path) -> list[str]:
     """Every invariant the database at `db_path` violates, as plain sentences (empty: sound)."""
     db_path = Path(db_path)
     if not db_path.exists():
         return [f"no database at {db_path}"]
-    blobs = BlobStore(db_path.with_name(db_path.name + ".blobs"))
     db = sqlite3.connect(db_path, isolation_level=None)  # reads only; may run WAL recovery
     db.row_factory = sqlite3.Row
+    blobs = BlobStore(db_path.with_name(db_path.name + ".blobs"), _ReadRows(db))
     try:
         db.execute("BEGIN")  # one snapshot for every query below
         problems = _ledger_problems(db)

@@ -6,13 +6,16 @@ store; slow work (hashing, signature checks, aggregation) runs outside it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import threading
 import time
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -20,7 +23,7 @@ from protos import signing
 from scheduler import placement, rounds
 from scheduler.blobs import BlobStore
 from scheduler.errors import GatewayError, JobNotFound, Reject
-from scheduler.jobs import TERMINAL, JobRuntime, Lease
+from scheduler.jobs import EMPTY_SHARD, TERMINAL, JobRuntime, Lease, ShardState
 from scheduler.spec import parse_spec
 from scheduler.store import Store, dumps
 from scheduler.submission import ResultCheck, Submission, Verdict
@@ -29,6 +32,9 @@ from scheduler.verifier import Verifier
 from worker.workloads import WorkloadConfig
 
 REGISTER_WINDOW_S = 120.0
+# How stale the straggler ranking idle polls read may be: a backup is worth it only for leases
+# running seconds late, so a tenth of a second changes nothing but the cost.
+STRAGGLER_VIEW_S = 0.1
 
 
 @dataclass
@@ -42,6 +48,22 @@ class WorkerRecord:
     registered_ms: int = 0   # timestamp of the last accepted registration: replays must be newer
     speed: float = 0.0       # EWMA of observed FLOP/s, lease to result; 0 until a first result
     last_leased: float = 0.0  # when it last got a lease (deferring may not starve it)
+
+
+class Waiter(Protocol):
+    """A parked long-poll. `wake` is called with the lock held, from any thread."""
+
+    def wake(self) -> None: ...
+
+
+class ThreadWaiter:
+    """A long-poll parked in a plain thread (in-process callers, tests)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def wake(self) -> None:
+        self.event.set()
 
 
 @dataclass(frozen=True)
@@ -59,14 +81,18 @@ class Coordinator:
         db_path = Path(db_path)
         self.store = Store(db_path)
         # Blobs live beside the database: state.db -> state.db.blobs/
-        self.blobs = BlobStore(db_path.with_name(db_path.name + ".blobs"))
+        self.blobs = BlobStore(db_path.with_name(db_path.name + ".blobs"), self.store)
         self.clock = clock
         self.heartbeat_interval_s = heartbeat_interval_s
         self.lock = threading.RLock()
-        self.changed = threading.Condition(self.lock)      # watchers and the round driver
-        # Parked long-polls wait here, and are woken one per unit of new work: waking all of
-        # them on every change made 1,000 workers queue on the lock (a thundering herd).
-        self.work_ready = threading.Condition(self.lock)
+        # Watchers wait on `changed`, the round driver on `round_due`: waking the driver on
+        # every accepted result cost a thread switch per result for nothing.
+        self.changed = threading.Condition(self.lock)
+        self.round_due = threading.Condition(self.lock)
+        self.watchers = 0
+        # Parked long-polls, oldest first, woken one per unit of new work: waking all of them on
+        # every change made 1,000 workers queue on the lock (a thundering herd).
+        self.parked: deque[Waiter] = deque()
         self.key = self._load_key()
         self.public_key = signing.public_bytes(self.key)
         self.workers: dict[str, WorkerRecord] = {}
@@ -100,25 +126,38 @@ class Coordinator:
             thread.start()
             self._threads.append(thread)
 
-    def stop(self) -> None:
+    def drain(self) -> None:
+        """Begin stopping: background threads end and parked long-polls return empty; the store
+        stays open for calls still in flight."""
         self._stop.set()
         with self.changed:
             self.changed.notify_all()
-            self.work_ready.notify_all()
+            self.round_due.notify_all()
+            self.offer_work(len(self.parked))
+
+    def stop(self) -> None:
+        self.drain()
         for thread in self._threads:
             thread.join(timeout=10)
         self.verifier.close()
         self.store.close()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     def offer_work(self, copies: int) -> None:
         """Caller holds the lock: `copies` new leases can be had; wake that many pollers."""
-        if copies > 0:
-            self.work_ready.notify(copies)
+        for _ in range(min(copies, len(self.parked))):
+            self.parked.popleft().wake()
 
     def _notify(self, job: JobRuntime | None = None) -> None:
         if job is not None:
             job.version += 1
-        self.changed.notify_all()
+            if job.ready_to_close():
+                self.round_due.notify()
+        if self.watchers:
+            self.changed.notify_all()
 
     # ------------------------------------------------------------------ workers
     def register(self, public_key: bytes, profile: dict, timestamp_ms: int,
@@ -168,9 +207,8 @@ class Coordinator:
         with self.lock:
             self.authenticate(worker_id, token)
             self._release_forgotten(worker_id, set(active_lease_ids))
-            live = {lid for job in self.jobs.values() for lid, lease in job.leases.items()
-                    if lease.state in ("active", "submitting")}
-            return [lid for lid in active_lease_ids if lid not in live]
+            return [lid for lid in active_lease_ids
+                    if not any(lid in job.leases for job in self.jobs.values())]
 
     def _release_forgotten(self, worker_id: str, reported: set[str]) -> None:
         """A lease the worker no longer reports (it dropped it: a restart, a coordinator that
@@ -178,32 +216,60 @@ class Coordinator:
         heartbeat may not have reached the worker's list yet, so they are left alone."""
         cutoff = self.clock() - self.heartbeat_interval_s
         for job in self.jobs.values():
-            for lease in list(job.leases.values()):
-                if (lease.worker_id == worker_id and lease.state == "active"
-                        and lease.lease_id not in reported and lease.issued_at < cutoff):
+            for lease in job.leases_of(worker_id):
+                if (lease.state == "active" and lease.lease_id not in reported
+                        and lease.issued_at < cutoff):
                     self._expire(job, lease)
 
     # ------------------------------------------------------------------ tasks
-    def fetch_task(self, worker_id: str, token: bytes, wait_s: float = 0.0) -> LeaseGrant | None:
-        """Lease the next pending shard to this worker, waiting up to `wait_s` for one (long-poll)."""
-        deadline = time.monotonic() + max(0.0, wait_s)
-        with self.changed:
-            self.authenticate(worker_id, token)
+    @contextlib.contextmanager
+    def polling(self, worker_id: str) -> Iterator[None]:
+        """Marks the worker idle-and-asking for the whole long-poll (placement defers to such
+        workers when they are faster)."""
+        with self.lock:
             self.waiting[worker_id] = self.waiting.get(worker_id, 0) + 1
-            try:
-                while True:
-                    self.authenticate(worker_id, token)
-                    grant, deferred = self._try_lease(worker_id)
-                    if deferred:
-                        self.work_ready.notify(1)  # hand the wake-up to a faster poller
-                    remaining = deadline - time.monotonic()
-                    if grant is not None or remaining <= 0 or self._stop.is_set():
-                        return grant
-                    self.work_ready.wait(remaining)
-            finally:
+        try:
+            yield
+        finally:
+            with self.lock:
                 self.waiting[worker_id] -= 1
                 if not self.waiting[worker_id]:
                     del self.waiting[worker_id]
+
+    def poll_task(self, worker_id: str, token: bytes, waiter: Waiter | None) -> LeaseGrant | None:
+        """One attempt of a long-poll: a lease, or None with `waiter` (if any) parked until
+        new work is offered. The caller waits on its waiter, then polls again."""
+        with self.lock:
+            self.authenticate(worker_id, token)
+            grant, deferred = self._try_lease(worker_id)
+            if deferred:
+                self.offer_work(1)  # hand the wake-up to a faster poller
+            if grant is None and waiter is not None and not self.stopping:
+                self.parked.append(waiter)
+            return grant
+
+    def unpark(self, waiter: Waiter) -> None:
+        """The poll behind `waiter` ends without polling again (timed out, cancelled). If it was
+        woken meanwhile, that wake-up goes to the next poller: no unit of work goes unannounced."""
+        with self.lock:
+            try:
+                self.parked.remove(waiter)
+            except ValueError:  # no longer parked: offer_work popped and woke it
+                self.offer_work(1)
+
+    def fetch_task(self, worker_id: str, token: bytes, wait_s: float = 0.0) -> LeaseGrant | None:
+        """Lease the next pending shard to this worker, waiting up to `wait_s` for one (long-poll).
+        The gRPC service runs the same loop on its event loop (scheduler/service.py)."""
+        deadline = time.monotonic() + max(0.0, wait_s)
+        with self.polling(worker_id):
+            while True:
+                remaining = deadline - time.monotonic()
+                waiter = ThreadWaiter() if remaining > 0 else None
+                grant = self.poll_task(worker_id, token, waiter)
+                if grant is not None or waiter is None or self.stopping:
+                    return grant
+                if not waiter.event.wait(remaining):
+                    self.unpark(waiter)
 
     def _try_lease(self, worker_id: str) -> tuple[LeaseGrant | None, bool]:
         """(a lease for this worker or None, whether it deferred an open copy to faster ones)."""
@@ -215,10 +281,8 @@ class Coordinator:
                 continue
             if not placement.fits_in_memory(worker.profile, job.memory_needed):
                 continue
-            holders = {s: state.holders for s, state in job.shards.items()}
-            needed = job.copies_needed()
-            shard = placement.choose_shard(needed, holders, worker_id)
-            if shard is not None and self._should_defer(job, worker, holders, needed):
+            shard = job.next_open(worker_id)
+            if shard is not None and self._should_defer(job, worker):
                 deferred = True
                 continue
             if shard is None:
@@ -231,7 +295,7 @@ class Coordinator:
             seconds = placement.lease_seconds(job.task_flops, worker.speed, job.spec.lease_timeout_s)
             lease = Lease(secrets.token_hex(12), job.job_id, job.round, shard, worker_id, now,
                           now + seconds)
-            job.leases[lease.lease_id] = lease
+            job.add_lease(lease)
             worker.last_leased = now
             self.store.execute("INSERT INTO leases VALUES(?,?,?,?,?,?,?,?)",
                                (lease.lease_id, job.job_id, job.round, shard, worker_id, now,
@@ -242,23 +306,41 @@ class Coordinator:
                 round_no=job.round, shard=shard, params_digest=job.params_digest,
                 deadline_ms=deadline_ms))
             return LeaseGrant(lease, job.params_digest, job.params.nbytes,
-                              job.spec.workload.to_json(), signature), deferred
+                              job.workload_json, signature), deferred
         return None, deferred
 
-    def _should_defer(self, job: JobRuntime, worker: WorkerRecord,
-                      holders: dict[int, set[str]], needed: dict[int, int]) -> bool:
+    def _should_defer(self, job: JobRuntime, worker: WorkerRecord) -> bool:
         """Leave this job's open copies to clearly faster workers idle right now (see
         placement.defer_to_faster); only those that could take an open copy count."""
+        if worker.speed <= 0:
+            return False  # unknown speed: it works (and gets measured)
+        bar = placement.SPEED_MARGIN * worker.speed
+        faster = [w for w in self.waiting if w != worker.worker_id and w in self.workers
+                  and self.workers[w].speed > bar]
+        if not faster:
+            return False  # the common case, decided without looking at the shards
+        needed = job.copies_needed()
         open_shards = [s for s, n in needed.items() if n > 0]
-        speeds = [self.workers[w].speed for w in self.waiting
-                  if w != worker.worker_id and w in self.workers
-                  and any(w not in holders.get(s, ()) for s in open_shards)]
+        speeds = [self.workers[w].speed for w in faster
+                  if any(w not in job.shards.get(s, EMPTY_SHARD).holders for s in open_shards)]
         return placement.defer_to_faster(
             worker.speed, speeds, sum(needed.values()), idle_s=self.clock() - worker.last_leased,
             max_idle_s=placement.max_idle_seconds(job.task_flops, worker.speed))
 
     def _backup_shard(self, job: JobRuntime, worker: WorkerRecord, now: float) -> int | None:
         """An idle worker copies a straggler's shard when it would clearly finish first."""
+        asker_seconds = placement.expected_seconds(job.task_flops, worker.speed)
+        if asker_seconds is None or not job.leases:
+            return None
+        return placement.choose_backup(self._stragglers(job, now), worker.worker_id, now,
+                                       asker_seconds)
+
+    def _stragglers(self, job: JobRuntime, now: float) -> list[tuple[float, int, ShardState]]:
+        """The job's fully leased, unsettled shards by expected finish, latest first. Rebuilt at
+        most every STRAGGLER_VIEW_S: idle polls read it instead of scanning every lease."""
+        view = job.straggler_view
+        if view is not None and now - view[0] < STRAGGLER_VIEW_S:
+            return view[1]
         known = sorted(w.speed for w in self.workers.values() if w.speed > 0)
         typical = known[len(known) // 2] if known else 0.0  # a newcomer is assumed typical
 
@@ -268,10 +350,10 @@ class Coordinator:
             seconds = placement.expected_seconds(job.task_flops, speed)
             return lease.issued_at + (seconds if seconds is not None else job.spec.lease_timeout_s)
 
-        backed_up = {s for s, state in job.shards.items() if state.backed_up}
-        held = {s for s, state in job.shards.items() if worker.worker_id in state.holders}
-        return placement.choose_backup(job.straggling(expected_finish), backed_up, held, now,
-                                       placement.expected_seconds(job.task_flops, worker.speed))
+        ranked = sorted(((finish, shard, job.shards[shard])
+                         for shard, finish in job.straggling(expected_finish).items()), reverse=True)
+        job.straggler_view = (now, ranked)
+        return ranked
 
     def read_blob(self, digest: str) -> bytes:
         return self.blobs.get(digest)
@@ -304,8 +386,7 @@ class Coordinator:
 
     def _expire(self, job: JobRuntime, lease: Lease) -> None:
         """Caller holds the lock: the lease ends unanswered and its shard reopens."""
-        lease.state = "expired"
-        del job.leases[lease.lease_id]
+        job.end_lease(lease, "expired")
         # It brought no result: it may retake the shard, or a small fleet deadlocks.
         job.shard(lease.shard).holders.discard(lease.worker_id)
         self.store.execute("UPDATE leases SET state='expired' WHERE lease_id=?", (lease.lease_id,))
@@ -324,10 +405,10 @@ class Coordinator:
     # ------------------------------------------------------------------ rounds
     def _drive_rounds(self) -> None:
         while not self._stop.is_set():
-            with self.changed:
+            with self.lock:
                 ready = [job for job in self.jobs.values() if job.ready_to_close()]
                 if not ready:
-                    self.changed.wait(0.5)
+                    self.round_due.wait(0.5)
                     continue
                 job = ready[0]
                 job.aggregating = True
@@ -342,9 +423,7 @@ class Coordinator:
     def finish_job(self, job: JobRuntime, status: str, error: str | None = None) -> None:
         """Caller holds the lock."""
         job.status = status
-        for lease in job.leases.values():
-            lease.state = "cancelled"
-        job.leases.clear()
+        job.end_all_leases("cancelled")
         with self.store.transaction() as db:
             db.execute("UPDATE leases SET state='cancelled' WHERE job_id=? AND state='active'",
                        (job.job_id,))
@@ -378,7 +457,11 @@ class Coordinator:
         job = self.job(job_id)
         with self.changed:
             if job.version == seen_version and not self._stop.is_set():
-                self.changed.wait(timeout)
+                self.watchers += 1
+                try:
+                    self.changed.wait(timeout)
+                finally:
+                    self.watchers -= 1
             return job.version
 
     def model_bytes(self, job_id: str) -> tuple[str, bytes]:

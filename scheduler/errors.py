@@ -93,15 +93,15 @@ def status_for(exc: Exception) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-@contextlib.contextmanager
-def rpc_errors(context: grpc.ServicerContext):
+@contextlib.asynccontextmanager
+async def rpc_errors(context: grpc.aio.ServicerContext):
     """Every RPC runs inside this: typed errors become their status with a plain message."""
     from scheduler.spec import SpecError
 
     try:
         yield
     except (ShardgridError, SpecError) as exc:
-        context.abort(status_for(exc), str(exc))
+        await context.abort(status_for(exc), str(exc))
 
 
 def wire_code(code: Reject) -> int:

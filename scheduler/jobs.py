@@ -5,6 +5,8 @@ open round; the Coordinator owns the lock that guards it.
 """
 from __future__ import annotations
 
+import functools
+import heapq
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,6 +49,10 @@ class ShardState:
     checking: bool = False           # a re-execution is under way
     holders: set[str] = field(default_factory=set)          # workers that leased it this round
     backed_up: bool = False          # a straggler backup copy went out
+    live: int = 0                    # its leases still active or submitting
+
+
+EMPTY_SHARD = ShardState()
 
 
 @dataclass
@@ -69,19 +75,111 @@ class JobRuntime:
     params: np.ndarray
     optimizer: Optimizer
     created_at: float
-    leases: dict[str, Lease] = field(default_factory=dict)      # active leases of this round
+    leases: dict[str, Lease] = field(default_factory=dict)      # live leases of this round
     shards: dict[int, ShardState] = field(default_factory=dict)   # open round, by shard
     aggregating: bool = False
     version: int = 0                                             # bumped on every visible change
     previous_aggregate: np.ndarray | None = None  # centered clipping starts from it
+    # Indexes that keep a poll O(1) with 1,000 workers (a scan per poll was quadratic):
+    by_worker: dict[str, set[str]] = field(default_factory=dict)  # worker -> its live lease ids
+    # Shards that may want another copy, lowest first. Anything that can raise a shard's need
+    # calls reopen(); shards found wanting nothing are dropped lazily when polled.
+    _open: list[int] = field(default_factory=list)
+    _in_open: set[int] = field(default_factory=set)
+    settled_count: int = 0
+    straggler_view: tuple | None = None  # (computed at, ranking): see Coordinator._stragglers
 
-    @property
+    def __post_init__(self) -> None:
+        self.reopen_all()
+
+    # ---------------------------------------------------------------- leases
+    def add_lease(self, lease: Lease) -> None:
+        self.leases[lease.lease_id] = lease
+        self.shard(lease.shard).live += 1
+        self.by_worker.setdefault(lease.worker_id, set()).add(lease.lease_id)
+
+    def end_lease(self, lease: Lease, state: str) -> None:
+        """The lease stops being live (used, rejected, expired, cancelled)."""
+        lease.state = state
+        if self.leases.get(lease.lease_id) is not lease:
+            return
+        del self.leases[lease.lease_id]
+        self.shards[lease.shard].live -= 1
+        mine = self.by_worker.get(lease.worker_id)
+        if mine is not None:
+            mine.discard(lease.lease_id)
+            if not mine:
+                del self.by_worker[lease.worker_id]
+        self.reopen(lease.shard)
+
+    def end_all_leases(self, state: str) -> None:
+        for lease in list(self.leases.values()):
+            self.end_lease(lease, state)
+
+    def leases_of(self, worker_id: str) -> list[Lease]:
+        return [self.leases[lid] for lid in self.by_worker.get(worker_id, ())]
+
+    def next_round(self) -> None:
+        """Caller ended every lease: the new round starts with no shard state."""
+        self.shards.clear()
+        self.by_worker.clear()
+        self.settled_count = 0
+        self.straggler_view = None
+        self.reopen_all()
+
+    # ---------------------------------------------------------------- open copies
+    def copies_wanted(self, shard: int) -> int:
+        """Further leases a shard needs: wanted copies minus results and live leases."""
+        state = self.shards.get(shard)
+        if state is None:
+            return 1
+        if state.settled is not None or state.checking:
+            return 0
+        return max(0, state.copies - len(state.results) - state.live)
+
+    def reopen(self, shard: int) -> None:
+        if shard not in self._in_open:
+            self._in_open.add(shard)
+            heapq.heappush(self._open, shard)
+
+    def reopen_all(self) -> None:
+        for shard in range(self.spec.shards):
+            self.reopen(shard)
+
+    def next_open(self, worker_id: str) -> int | None:
+        """The lowest shard that wants a copy and that `worker_id` has not held this round
+        (replicas must come from distinct workers), or None."""
+        skipped, found = [], None
+        while self._open:
+            shard = self._open[0]
+            if self.copies_wanted(shard) == 0:
+                heapq.heappop(self._open)
+                self._in_open.discard(shard)
+            elif worker_id in self.shards.get(shard, EMPTY_SHARD).holders:
+                skipped.append(heapq.heappop(self._open))
+            else:
+                found = shard
+                break
+        for shard in skipped:
+            heapq.heappush(self._open, shard)
+        return found
+
+    # The spec never changes, so what polls derive from it is computed once per job.
+    @functools.cached_property
+    def flops_per_sample(self) -> float:
+        return self.spec.workload.flops_per_sample()
+
+    @functools.cached_property
     def task_flops(self) -> float:
         config = self.spec.workload
         steps = config.local_steps if config.mode == "local" else 1
-        return config.flops_per_sample() * config.batch_size * steps
+        return self.flops_per_sample * config.batch_size * steps
 
-    @property
+    @functools.cached_property
+    def workload_json(self) -> str:
+        return self.spec.workload.to_json()
+
+    @functools.cached_property
     def memory_needed(self) -> int:
         """Bytes a worker needs: parameters, gradient and activations with headroom, plus data."""
         data = self.spec.workload.dataset_obj()
@@ -90,10 +188,11 @@ class JobRuntime:
     def straggling(self, expected_finish) -> dict[int, float]:
         """Unsettled shards whose wanted copies are all leased: shard -> expected finish time
         of the lease that will end last (`expected_finish(lease)`)."""
-        needed = self.copies_needed()
         finish: dict[int, float] = {}
         for lease in self.leases.values():
-            if lease.state == "active" and needed.get(lease.shard, 1) == 0:
+            state = self.shards[lease.shard]
+            if (lease.state == "active" and state.settled is None and not state.checking
+                    and self.copies_wanted(lease.shard) == 0):
                 finish[lease.shard] = max(finish.get(lease.shard, 0.0), expected_finish(lease))
         return finish
 
@@ -107,28 +206,18 @@ class JobRuntime:
     def settled(self) -> set[int]:
         return {shard for shard, state in self.shards.items() if state.settled is not None}
 
-    def copies_needed(self) -> dict[int, int]:
-        """Further leases each shard still needs: wanted copies minus results and live leases."""
-        leased = self.leased()
-        needed = {}
-        for shard in range(self.spec.shards):
-            state = self.shards.get(shard)
-            if state is None:
-                needed[shard] = 1
-            elif state.settled is None and not state.checking:
-                live = len(leased.get(shard, ()))
-                needed[shard] = max(0, state.copies - len(state.results) - live)
-        return needed
+    def settle(self, state: ShardState, result: Accepted) -> None:
+        if state.settled is None:
+            self.settled_count += 1
+        state.settled = result
 
-    def leased(self) -> dict[int, set[str]]:
-        by_shard: dict[int, set[str]] = {}
-        for lease in self.leases.values():
-            if lease.state in ("active", "submitting"):
-                by_shard.setdefault(lease.shard, set()).add(lease.worker_id)
-        return by_shard
+    def copies_needed(self) -> dict[int, int]:
+        """Further leases each unsettled shard needs (for status and tests; polls use next_open)."""
+        return {shard: self.copies_wanted(shard) for shard in range(self.spec.shards)
+                if self.shards.get(shard, EMPTY_SHARD).settled is None}
 
     def ready_to_close(self) -> bool:
-        return self.running and not self.aggregating and len(self.settled()) == self.spec.shards
+        return self.running and not self.aggregating and self.settled_count == self.spec.shards
 
     def waiting_for(self) -> str:
         if not self.running:

@@ -2,21 +2,13 @@
 
 A shard needs further copies while its wanted copies (1, or 2 when replicated) exceed its results
 plus live leases. Such a shard goes to the first worker that asks, lowest shard first so rounds
-fill in order; a worker never computes the same shard twice in a round.
+fill in order; a worker never computes the same shard twice in a round (JobRuntime.next_open
+keeps that O(1) per poll). Here: speeds, deadlines, straggler backups, memory and deferring.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Set
-
-
-def choose_shard(needed: Mapping[int, int], holders: Mapping[int, Set[str]],
-                 worker_id: str) -> int | None:
-    """The lowest shard that still needs a copy and that `worker_id` has not worked on this round
-    (replicas must come from distinct workers), or None."""
-    for shard in sorted(needed):
-        if needed[shard] > 0 and worker_id not in holders.get(shard, ()):
-            return shard
-    return None
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 # ---------------------------------------------------------------- speed, deadlines, backups
@@ -47,21 +39,24 @@ def lease_seconds(task_flops: float, speed: float, cap_s: float) -> float:
     return min(cap_s, max(DEADLINE_FLOOR_S, DEADLINE_FACTOR * expected))
 
 
-def choose_backup(open_shards: Mapping[int, float], backed_up: Set[int], held: Set[int],
-                  now: float, asker_seconds: float | None) -> int | None:
+def choose_backup(stragglers: Sequence[tuple[float, int, Any]], asker: str, now: float,
+                  asker_seconds: float) -> int | None:
     """A straggler's shard to copy onto an idle worker, or None.
 
-    `open_shards` maps each unsettled shard whose copies are all leased to the time its current
-    holder is expected to finish. A backup goes out when the asker would finish clearly earlier
-    (by half its own task time); the first valid result wins, the other lease is cancelled.
-    Each shard gets at most one backup, and never from a worker that held it already."""
-    if asker_seconds is None:
-        return None
-    asker_done = now + asker_seconds
-    candidates = [(finish, shard) for shard, finish in open_shards.items()
-                  if shard not in backed_up and shard not in held
-                  and asker_done + 0.5 * asker_seconds < finish]
-    return max(candidates)[1] if candidates else None
+    `stragglers` holds (expected finish of its current holder, shard, ShardState) for each
+    unsettled shard whose copies are all leased, latest finish first. A backup goes out when the
+    asker would finish clearly earlier (by half its own task time); the first valid result wins,
+    the other lease is cancelled. Each shard gets at most one backup, never from a worker that
+    held it already, and only while it is still unsettled and fully leased (the list may be a
+    moment old)."""
+    latest_useful = now + 1.5 * asker_seconds
+    for finish, shard, state in stragglers:
+        if finish <= latest_useful:
+            return None  # every later entry finishes sooner still
+        if (not state.backed_up and asker not in state.holders and state.settled is None
+                and not state.checking and state.live > 0):
+            return shard
+    return None
 
 
 def fits_in_memory(profile: Mapping, needed_bytes: int) -> bool:

@@ -156,10 +156,8 @@ def close_round(co: "Coordinator", job: JobRuntime) -> None:
                 co.finish_job(job, "completed")
             _maybe_die(FaultPoint.MID_COMMIT, round_no)
         _maybe_die(FaultPoint.AFTER_COMMIT, round_no)
-        for lease in job.leases.values():
-            lease.state = "cancelled"
-        job.leases.clear()
-        job.shards.clear()
+        job.end_all_leases("cancelled")
+        job.next_round()
         job.round, job.params, job.params_digest = round_no + 1, new_params, params_digest
         job.previous_aggregate = aggregate
         job.aggregating = False
@@ -205,9 +203,9 @@ def _recover_round(co: "Coordinator", job: JobRuntime) -> None:
         state.results.append(result)
         state.holders.add(row["worker_id"])
         if row["state"] == "accepted" and state.settled is None:
-            state.settled = result  # the earliest verified result, as before the restart
+            job.settle(state, result)  # the earliest verified result, as before the restart
     for row in co.store.query("SELECT * FROM leases WHERE job_id=? AND round=? AND state='active'",
                               (job.job_id, job.round)):
-        job.leases[row["lease_id"]] = Lease(row["lease_id"], job.job_id, row["round"], row["shard"],
-                                            row["worker_id"], row["issued_at"], row["deadline"])
+        job.add_lease(Lease(row["lease_id"], job.job_id, row["round"], row["shard"],
+                            row["worker_id"], row["issued_at"], row["deadline"]))
         job.shard(row["shard"]).holders.add(row["worker_id"])

@@ -1,11 +1,11 @@
 """The coordinator process: serve both gRPC services until SIGINT/SIGTERM, then shut down cleanly."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import sys
 import threading
-from concurrent import futures
 from pathlib import Path
 
 import grpc
@@ -13,7 +13,7 @@ import grpc
 from protos import shardgrid_pb2_grpc as rpc
 from protos.codec import GRPC_OPTIONS
 from scheduler.core import Coordinator
-from scheduler.service import JobService, WorkerGateway
+from scheduler.service import Blocking, JobService, WorkerGateway
 
 log = logging.getLogger("shardgrid.coordinator")
 
@@ -30,36 +30,63 @@ def warm_kernels() -> None:
 
 
 class CoordinatorServer:
-    """A coordinator bound to a port; `port=0` picks a free one (tests, local clusters)."""
+    """A coordinator bound to a port; `port=0` picks a free one (tests, local clusters).
+
+    The gRPC server is grpc.aio on an event loop of its own thread, so callers (the CLI, tests,
+    local clusters) use it as a plain synchronous object.
+    """
 
     def __init__(self, db_path: str | Path, host: str = "127.0.0.1", port: int = 50051,
-                 max_workers: int = 256, heartbeat_interval_s: float = 2.0):
+                 heartbeat_interval_s: float = 2.0):
         self.coordinator = Coordinator(db_path, heartbeat_interval_s=heartbeat_interval_s)
-        # Long-polling FetchTask holds a thread per waiting worker: size the pool for the fleet.
-        options = [*GRPC_OPTIONS, ("grpc.so_reuseport", 0)]  # a port in use must fail to bind
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
-                                                             thread_name_prefix="rpc"),
-                                  options=options)
-        rpc.add_WorkerGatewayServicer_to_server(WorkerGateway(self.coordinator), self.server)
-        rpc.add_JobServiceServicer_to_server(JobService(self.coordinator), self.server)
+        self.blocking = Blocking()
+        self._loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(target=self._loop.run_forever, name="grpc-loop",
+                                             daemon=True)
+        self._loop_thread.start()
         try:
-            self.port = self.server.add_insecure_port(f"{host}:{port}")
-        except RuntimeError:
-            self.port = 0
-        if self.port == 0:
+            self.port = self._on_loop(self._bind(host, port))
+        except BaseException:
+            self._close_loop()
             self.coordinator.stop()
-            raise PortInUse(f"cannot listen on {host}:{port}: the port is in use or not allowed")
+            raise
         self.address = f"{host}:{self.port}"
+
+    def _on_loop(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    async def _bind(self, host: str, port: int) -> int:
+        options = [*GRPC_OPTIONS, ("grpc.so_reuseport", 0)]  # a port in use must fail to bind
+        self.server = grpc.aio.server(options=options)
+        rpc.add_WorkerGatewayServicer_to_server(WorkerGateway(self.coordinator, self.blocking),
+                                                self.server)
+        rpc.add_JobServiceServicer_to_server(JobService(self.coordinator, self.blocking), self.server)
+        try:
+            bound = self.server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError:
+            bound = 0
+        if bound == 0:
+            raise PortInUse(f"cannot listen on {host}:{port}: the port is in use or not allowed")
+        return bound
 
     def start(self) -> "CoordinatorServer":
         warm_kernels()
         self.coordinator.start()
-        self.server.start()
+        self._on_loop(self.server.start())
         return self
 
     def stop(self, grace: float = 2.0) -> None:
-        self.server.stop(grace).wait()
+        # Parked long-polls end first (empty replies), so the grace period is not spent on them.
+        self.coordinator.drain()
+        self._on_loop(self.server.stop(grace))
         self.coordinator.stop()
+        self.blocking.close()
+        self._close_loop()
+
+    def _close_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._loop_thread.join(timeout=10)
+        self._loop.close()
 
     def __enter__(self) -> "CoordinatorServer":
         return self.start()

@@ -1,32 +1,79 @@
-"""gRPC servicers: validate the message, call the coordinator core, map errors. Nothing else."""
+"""gRPC servicers (grpc.aio): validate the message, call the coordinator core, map errors.
+
+The handlers are coroutines on one event loop, so a parked long-poll costs a future rather than a
+thread. Core calls that only touch memory under the lock run on the loop; anything that may take
+milliseconds (big payloads, blob reads, job set-up, watchers' condition waits) runs in `blocking`.
+"""
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 from protos import shardgrid_pb2 as pb
 from protos import shardgrid_pb2_grpc as rpc
 from protos.codec import CHUNK_BYTES, iter_chunks
 from scheduler import convert, figures
-from scheduler.core import Coordinator
+from scheduler.core import Coordinator, LeaseGrant
 from scheduler.errors import GatewayError, Reject, rpc_errors, wire_code
 from scheduler.jobs import TERMINAL
+from scheduler.submission import Verdict
 
 log = logging.getLogger("shardgrid.coordinator")
 MAX_LONG_POLL_S = 30.0
+# Results up to this size are checked on the event loop (hash and signature take microseconds);
+# larger ones in a thread, so one big update cannot stall every other call.
+CHECK_ON_LOOP_BYTES = 64 * 1024
 
 
-def _blob_stream(digest: str, data: bytes) -> Iterator[pb.BlobChunk]:
+class LoopWaiter:
+    """A long-poll parked on the event loop; woken from any thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.future: asyncio.Future = loop.create_future()
+
+    def wake(self) -> None:
+        self.loop.call_soon_threadsafe(self._set)
+
+    def _set(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
+
+
+class Blocking:
+    """Runs blocking core calls off the event loop."""
+
+    def __init__(self, threads: int = 32):
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc-blocking")
+
+    async def __call__(self, function, *args, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(
+            self.pool, partial(function, *args, **kwargs))
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def _blob_stream(digest: str, data: bytes) -> AsyncIterator[pb.BlobChunk]:
     for offset, piece in iter_chunks(data, CHUNK_BYTES):
         yield pb.BlobChunk(digest=digest, offset=offset, total_size=len(data), data=piece)
 
 
-class WorkerGateway(rpc.WorkerGatewayServicer):
-    def __init__(self, coordinator: Coordinator):
-        self.co = coordinator
+def verdict_to_pb(verdict: Verdict) -> pb.SubmitReply:
+    return pb.SubmitReply(accepted=verdict.accepted, code=wire_code(verdict.code),
+                          message=verdict.message, receipt=verdict.receipt, credits=verdict.credits)
 
-    def Register(self, request, context):
-        with rpc_errors(context):
+
+class WorkerGateway(rpc.WorkerGatewayServicer):
+    def __init__(self, coordinator: Coordinator, blocking: Blocking):
+        self.co = coordinator
+        self.blocking = blocking
+
+    async def Register(self, request, context):
+        async with rpc_errors(context):
             record = self.co.register(request.public_key, convert.profile_to_dict(request.profile),
                                       request.timestamp_ms, request.signature)
             log.info("worker %s registered (%s)", record.worker_id,
@@ -35,104 +82,161 @@ class WorkerGateway(rpc.WorkerGatewayServicer):
                                     coordinator_public_key=self.co.public_key,
                                     heartbeat_interval_ms=int(self.co.heartbeat_interval_s * 1000))
 
-    def Heartbeat(self, request, context):
-        with rpc_errors(context):
+    async def Heartbeat(self, request, context):
+        async with rpc_errors(context):
             cancelled = self.co.heartbeat(request.worker_id, request.session_token,
                                           list(request.active_lease_ids))
             return pb.HeartbeatReply(cancelled_lease_ids=cancelled)
 
-    def FetchTask(self, request, context):
-        with rpc_errors(context):
+    async def FetchTask(self, request, context):
+        async with rpc_errors(context):
+            reply = pb.FetchTaskReply()
+            if request.HasField("finished"):
+                verdict = await self._submit_inline(request.finished)
+                reply.finished.CopyFrom(verdict_to_pb(verdict))
             wait_s = min(max(request.wait_ms, 0) / 1000.0, MAX_LONG_POLL_S)
-            grant = self.co.fetch_task(request.worker_id, request.session_token, wait_s)
-            if grant is None:
-                return pb.FetchTaskReply(has_task=False)
-            return pb.FetchTaskReply(has_task=True, lease=convert.lease_to_pb(grant))
+            grant = await self._long_poll(request.worker_id, request.session_token, wait_s)
+            if grant is not None:
+                reply.has_task = True
+                reply.lease.CopyFrom(convert.lease_to_pb(grant))
+            return reply
 
-    def FetchBlob(self, request, context):
-        with rpc_errors(context):
+    async def _submit_inline(self, finished: pb.InlineResult) -> Verdict:
+        if len(finished.payload) > CHUNK_BYTES:
+            return Verdict(False, Reject.MALFORMED, f"inline results are limited to {CHUNK_BYTES} "
+                           "bytes; stream larger ones with SubmitResult")
+        return await self._submit(convert.submission_from_pb(finished.header), finished.payload)
+
+    async def _submit(self, submission, payload: bytes) -> Verdict:
+        if len(payload) <= CHECK_ON_LOOP_BYTES:
+            verdict = self.co.submit_result(submission, payload)
+        else:
+            verdict = await self.blocking(self.co.submit_result, submission, payload)
+        if not verdict.accepted:
+            log.info("rejected result from %s: %s", submission.worker_id, verdict.message)
+        return verdict
+
+    async def _long_poll(self, worker_id: str, token: bytes, wait_s: float) -> LeaseGrant | None:
+        """The core's fetch_task loop, with the wait as an awaited future instead of a thread."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        with self.co.polling(worker_id):
+            while True:
+                remaining = deadline - loop.time()
+                waiter = LoopWaiter(loop) if remaining > 0 else None
+                grant = self.co.poll_task(worker_id, token, waiter)
+                if grant is not None or waiter is None or self.co.stopping:
+                    return grant
+                try:
+                    async with asyncio.timeout(remaining):
+                        await waiter.future
+                except TimeoutError:
+                    self.co.unpark(waiter)
+                except asyncio.CancelledError:  # the caller went away
+                    self.co.unpark(waiter)
+                    raise
+
+    async def FetchBlob(self, request, context):
+        async with rpc_errors(context):
             with self.co.lock:
                 self.co.authenticate(request.worker_id, request.session_token)
-            data = self.co.read_blob(request.digest)
-        yield from _blob_stream(request.digest, data)
+            data = await self.blocking(self.co.read_blob, request.digest)
+        async for chunk in _blob_stream(request.digest, data):
+            yield chunk
 
-    def SubmitResult(self, request_iterator, context):
-        with rpc_errors(context):
-            first = next(request_iterator, None)
+    async def SubmitResult(self, request_iterator, context):
+        async with rpc_errors(context):
+            first = await anext(request_iterator, None)
             if first is None or first.WhichOneof("part") != "header":
                 raise GatewayError(Reject.MALFORMED, "a result stream starts with its header")
             header = first.header
             payload = bytearray()
-            for chunk in request_iterator:
+            async for chunk in request_iterator:
                 if chunk.WhichOneof("part") != "data":
                     raise GatewayError(Reject.MALFORMED, "only payload chunks may follow the header")
                 payload.extend(chunk.data)
                 if len(payload) > header.payload_size:
-                    break  # longer than announced: the hash check below refuses it
-            verdict = self.co.submit_result(convert.submission_from_pb(header), bytes(payload))
-            if not verdict.accepted:
-                log.info("rejected result from %s: %s", header.worker_id, verdict.message)
-            return pb.SubmitReply(accepted=verdict.accepted, code=wire_code(verdict.code),
-                                  message=verdict.message, receipt=verdict.receipt,
-                                  credits=verdict.credits)
+                    break  # longer than announced: the hash check refuses it
+            verdict = await self._submit(convert.submission_from_pb(header), bytes(payload))
+            return verdict_to_pb(verdict)
 
 
 class JobService(rpc.JobServiceServicer):
-    def __init__(self, coordinator: Coordinator):
+    """Operator calls: rare, so each runs in a thread (job set-up loads datasets, figures query
+    SQLite) and the event loop stays free for workers."""
+
+    def __init__(self, coordinator: Coordinator, blocking: Blocking):
         self.co = coordinator
+        self.blocking = blocking
 
     def _info(self, job_id: str) -> pb.JobInfo:
         return convert.job_info_to_pb(figures.job_figures(self.co, job_id))
 
-    def SubmitJob(self, request, context):
-        with rpc_errors(context):
-            job_id = self.co.submit_job(request.spec_toml)
-            log.info("job %s submitted", job_id)
-            return self._info(job_id)
+    def _submit(self, spec_toml: str) -> pb.JobInfo:
+        job_id = self.co.submit_job(spec_toml)
+        log.info("job %s submitted", job_id)
+        return self._info(job_id)
 
-    def GetJob(self, request, context):
-        with rpc_errors(context):
-            return self._info(request.job_id)
+    def _list(self) -> pb.JobList:
+        with self.co.lock:
+            ids = list(self.co.jobs)
+        return pb.JobList(jobs=[self._info(job_id) for job_id in ids])
 
-    def ListJobs(self, request, context):
-        with rpc_errors(context):
-            with self.co.lock:
-                ids = list(self.co.jobs)
-            return pb.JobList(jobs=[self._info(job_id) for job_id in ids])
+    def _cancel(self, job_id: str) -> pb.JobInfo:
+        self.co.cancel_job(job_id)
+        return self._info(job_id)
 
-    def CancelJob(self, request, context):
-        with rpc_errors(context):
-            self.co.cancel_job(request.job_id)
-            return self._info(request.job_id)
+    async def SubmitJob(self, request, context):
+        async with rpc_errors(context):
+            return await self.blocking(self._submit, request.spec_toml)
 
-    def WatchJob(self, request, context):
-        with rpc_errors(context):
+    async def GetJob(self, request, context):
+        async with rpc_errors(context):
+            return await self.blocking(self._info, request.job_id)
+
+    async def ListJobs(self, request, context):
+        async with rpc_errors(context):
+            return await self.blocking(self._list)
+
+    async def CancelJob(self, request, context):
+        async with rpc_errors(context):
+            return await self.blocking(self._cancel, request.job_id)
+
+    def _events_since(self, job_id: str, sent_round: int) -> list[pb.JobEvent]:
+        info = self._info(job_id)
+        # every round closed since the last event gets its own, even if several closed
+        events = []
+        for summary in figures.rounds_after(self.co, job_id, sent_round) or [None]:
+            event = pb.JobEvent(job=info)
+            if summary is not None:
+                event.round.CopyFrom(pb.RoundSummary(**vars(summary)))
+            events.append(event)
+        return events
+
+    async def WatchJob(self, request, context):
+        async with rpc_errors(context):
             self.co.job(request.job_id)  # NOT_FOUND before the stream starts
-            version, sent_round = -1, -1
-            while context.is_active():
-                seen = version
-                version = self.co.wait_for_change(request.job_id, version, timeout=1.0)
-                if version == seen:
-                    continue
-                info = self._info(request.job_id)
-                # every round closed since the last event gets its own, even if several closed
-                rounds = figures.rounds_after(self.co, request.job_id, sent_round) or [None]
-                for summary in rounds:
-                    event = pb.JobEvent(job=info)
-                    if summary is not None:
-                        event.round.CopyFrom(pb.RoundSummary(**vars(summary)))
-                        sent_round = summary.round
-                    yield event
-                if info.status in TERMINAL:  # decided on what was sent: no lost last event
-                    return
+        version, sent_round = -1, -1
+        while not self.co.stopping:
+            seen = version
+            version = await self.blocking(self.co.wait_for_change, request.job_id, version, 1.0)
+            if version == seen:
+                continue
+            events = await self.blocking(self._events_since, request.job_id, sent_round)
+            for event in events:
+                if event.HasField("round"):
+                    sent_round = event.round.round
+                yield event
+            if events[-1].job.status in TERMINAL:  # decided on what was sent: no lost last event
+                return
 
-    def GetModel(self, request, context):
-        with rpc_errors(context):
-            digest, data = self.co.model_bytes(request.job_id)
-        yield from _blob_stream(digest, data)
+    async def GetModel(self, request, context):
+        async with rpc_errors(context):
+            digest, data = await self.blocking(self.co.model_bytes, request.job_id)
+        async for chunk in _blob_stream(digest, data):
+            yield chunk
 
-    def ListWorkers(self, request, context):
-        with rpc_errors(context):
-            return pb.WorkerList(workers=[convert.worker_info_to_pb(w)
-                                          for w in figures.worker_figures(self.co)])
-
+    async def ListWorkers(self, request, context):
+        async with rpc_errors(context):
+            workers = await self.blocking(figures.worker_figures, self.co)
+            return pb.WorkerList(workers=[convert.worker_info_to_pb(w) for w in workers])

@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS rejections(
 CREATE TABLE IF NOT EXISTS counters(
     job_id TEXT NOT NULL, round INTEGER NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL,
     PRIMARY KEY(job_id, round, name));
+CREATE TABLE IF NOT EXISTS blobs(digest TEXT PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS ledger(
     lease_id TEXT PRIMARY KEY, worker_id TEXT NOT NULL, job_id TEXT, round INTEGER, shard INTEGER,
     samples INTEGER, flops REAL, credits REAL, receipt BLOB, at REAL);

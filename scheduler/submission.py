@@ -43,6 +43,14 @@ class Submission:
     signature: bytes = b""
 
     def digest(self) -> bytes:
+        """What the worker signed (computed once: it is checked, then receipted)."""
+        cached = self.__dict__.get("_digest")
+        if cached is None:
+            cached = self._compute_digest()
+            object.__setattr__(self, "_digest", cached)
+        return cached
+
+    def _compute_digest(self) -> bytes:
         return signing.result_digest(job_id=self.job_id, round_no=self.round, shard=self.shard,
                                      lease_id=self.lease_id, params_digest=self.params_digest,
                                      payload_digest=self.payload_digest, metrics=self.metrics,
@@ -133,7 +141,10 @@ class ResultCheck:
 
     def _accept(self, sub: Submission, lease: Lease, payload: bytes, update: np.ndarray) -> Verdict:
         co = self.co
-        digest = co.blobs.put(payload)  # before the transaction: a row never names a missing blob
+        # A large blob is written first, outside the lock (a row never names a missing blob);
+        # a small one is a row written in the result's own transaction.
+        small = co.blobs.is_small(len(payload))
+        digest = sub.payload_digest if small else co.blobs.put(payload)
         samples = int(sub.metrics.get("samples", 0))
         with co.lock:
             job = co.jobs.get(sub.job_id)
@@ -142,7 +153,7 @@ class ResultCheck:
             if job.shard(sub.shard).settled is not None:
                 # another copy (a backup, a replica) settled the shard while this one was checked
                 raise ResultRejected(Reject.STALE_ROUND, "the shard was settled by another copy")
-            flops = samples * job.spec.workload.flops_per_sample()
+            flops = samples * job.flops_per_sample
             credits = flops / 1e9 * CREDITS_PER_GFLOP
             receipt = co.key.sign(signing.receipt_bytes(worker_id=sub.worker_id, result=sub.digest(),
                                                         samples=samples, flops=flops, credits=credits))
@@ -150,6 +161,8 @@ class ResultCheck:
             # Unverified results wait as 'pending' until the verifier settles them.
             state = "pending" if job.spec.verification.enabled else "accepted"
             with co.store.transaction() as db:
+                if small:
+                    co.blobs.put(payload)
                 db.execute("INSERT INTO results VALUES(?,?,?,?,?,?,?,?,?,?)",
                            (lease.lease_id, sub.job_id, sub.round, sub.shard, sub.worker_id, digest,
                             dumps(sub.metrics), sub.signature, state, now))
@@ -159,8 +172,7 @@ class ResultCheck:
                             flops, credits, receipt, now))
             worker = co.workers[sub.worker_id]
             worker.speed = update_speed(worker.speed, flops, now - lease.issued_at)
-            lease.state = "used"
-            del job.leases[lease.lease_id]
+            job.end_lease(lease, "used")
             job.shard(sub.shard).results.append(
                 Accepted(lease.lease_id, sub.worker_id, sub.shard, digest, samples))
             co.verifier.on_result(job, sub.shard)
@@ -181,6 +193,6 @@ class ResultCheck:
                 lease.state = "rejected"
                 job = co.jobs.get(lease.job_id)
                 if job is not None:
-                    job.leases.pop(lease.lease_id, None)
+                    job.end_lease(lease, "rejected")
                     co._notify(job)
                     co.offer_work(1)

@@ -62,6 +62,7 @@ class Verifier:
             trust = self.co.workers[worker_id].trust
             if policy.wants_replica(trust, job.spec.verification, self.rng):
                 state.copies = 2
+                job.reopen(shard)
                 self.co.count(job.job_id, "shards_replicated")
                 self.co.offer_work(1)  # someone else must take the replica
         state.holders.add(worker_id)
@@ -99,7 +100,7 @@ class Verifier:
 
     def _settle(self, job: JobRuntime, state: ShardState, chosen: Accepted,
                 verified: list[Accepted]) -> None:
-        state.settled = chosen
+        job.settle(state, chosen)
         self._cancel_other_copies(job, chosen.shard)
         self.co._notify(job)
         if not job.spec.verification.enabled:
@@ -120,10 +121,11 @@ class Verifier:
     def _cancel_other_copies(self, job: JobRuntime, shard: int) -> None:
         """The first valid result wins: leases still computing this shard (backups) are
         cancelled, and their workers hear so at their next heartbeat."""
+        if job.shards[shard].live == 0:
+            return
         losers = [l for l in job.leases.values() if l.shard == shard and l.state == "active"]
         for lease in losers:
-            lease.state = "cancelled"
-            del job.leases[lease.lease_id]
+            job.end_lease(lease, "cancelled")
             self.co.store.execute("UPDATE leases SET state='cancelled' WHERE lease_id=?",
                                   (lease.lease_id,))
 
@@ -141,7 +143,7 @@ class Verifier:
         state = job.shards[shard]
         state.checking = True
         self.co.count(job.job_id, "reexecutions")
-        future = self._ensure_pool().submit(reexecute, job.spec.workload.to_json(), job.params, job.round,
+        future = self._ensure_pool().submit(reexecute, job.workload_json, job.params, job.round,
                                    shard)
         round_no = job.round
         future.add_done_callback(lambda f: self._on_reference(job, round_no, shard, f))
@@ -167,6 +169,7 @@ class Verifier:
                 self._settle(job, state, good[0], good)
             else:
                 state.copies = 2  # every result was wrong: redo it, replicated
+                job.reopen(shard)
                 self.co.offer_work(2)
             self.co._notify(job)
 
@@ -175,6 +178,7 @@ class Verifier:
         """Discard a result shown wrong, drop its worker's trust, ban at the policy's limit."""
         co = self.co
         state.results.remove(result)
+        job.reopen(result.shard)
         with co.store.transaction() as db:
             db.execute("UPDATE results SET state='rejected' WHERE lease_id=?", (result.lease_id,))
             db.execute("DELETE FROM ledger WHERE lease_id=?", (result.lease_id,))
@@ -194,13 +198,13 @@ class Verifier:
     def _discard_pending(self, worker_id: str) -> None:
         """A banned worker's unsettled results in every open round go; their shards reopen."""
         for job in self.co.jobs.values():
-            for lease in [l for l in job.leases.values() if l.worker_id == worker_id]:
-                lease.state = "cancelled"
-                del job.leases[lease.lease_id]
+            for lease in job.leases_of(worker_id):
+                job.end_lease(lease, "cancelled")
             for state in job.shards.values():
                 for result in [r for r in state.results if r.worker_id == worker_id]:
                     if state.settled is None:
                         state.results.remove(result)
+                        job.reopen(result.shard)
                         self.co.offer_work(1)
                         self.co.store.execute("UPDATE results SET state='rejected' WHERE "
                                               "lease_id=?", (result.lease_id,))

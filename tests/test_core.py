@@ -12,18 +12,39 @@ from protos import signing
 from protos.codec import encode_tensor, sha256_hex
 from scheduler.core import Coordinator
 from scheduler.errors import Reject
-from scheduler.placement import choose_shard
+from scheduler.jobs import Lease, ShardState
 from scheduler.submission import Submission
 from tests.conftest import small_spec
 from worker.workloads import WorkloadConfig, compute_update
 
 
-def test_placement_fills_lowest_shard_needing_a_copy():
-    """Shards needing copies go out lowest first; a worker never gets a shard it already held."""
-    assert choose_shard({0: 1, 1: 1}, {}, "w") == 0
-    assert choose_shard({0: 0, 1: 0, 2: 1, 3: 1}, {}, "w") == 2
-    assert choose_shard({0: 0, 1: 1}, {1: {"w"}}, "w") is None
-    assert choose_shard({0: 0, 1: 1}, {1: {"w"}}, "v") == 1
+def test_placement_fills_lowest_shard_needing_a_copy(tmp_path):
+    """Shards needing copies go out lowest first; a worker never gets a shard it already held;
+    a shard whose lease ends (or that needs a replica) is offered again."""
+    co = Coordinator(tmp_path / "state.db")
+    try:
+        job = co.jobs[co.submit_job(small_spec(shards=4))]
+        leases = {}
+
+        def lease(shard: int, worker: str) -> None:
+            job.shard(shard).holders.add(worker)
+            leases[shard] = Lease(f"l{shard}{worker}", job.job_id, 0, shard, worker, 0.0, 9.0)
+            job.add_lease(leases[shard])
+
+        assert job.next_open("w") == 0
+        lease(0, "w")
+        lease(1, "w")
+        assert job.next_open("w") == 2
+        job.shard(1).copies = 2   # a replica is wanted, but not from "w"
+        job.reopen(1)
+        assert job.next_open("w") == 2 and job.next_open("v") == 1
+        job.end_lease(leases[0], "expired")
+        job.shard(0).holders.discard("w")
+        assert job.next_open("w") == 0 and job.copies_wanted(0) == 1
+        assert job.shards[0].live == 0 and not job.leases_of("x")
+        assert [l.shard for l in job.leases_of("w")] == [1]
+    finally:
+        co.stop()
 
 
 class Worker:
@@ -144,11 +165,15 @@ def test_speed_sizes_deadlines_and_backups_go_to_faster_workers():
     assert placement.lease_seconds(1e9, 1e9, cap_s=30) == 4.0         # 4x expected
     assert placement.lease_seconds(1e6, 1e9, cap_s=30) == placement.DEADLINE_FLOOR_S
     # shard 1's holder finishes at t=50; a worker needing 2 s at t=10 backs it up, shard 0's
-    # (finishing at t=11) it does not; nor one it held, nor one already backed up
-    assert placement.choose_backup({0: 11.0, 1: 50.0}, set(), set(), 10.0, 2.0) == 1
-    assert placement.choose_backup({0: 11.0, 1: 50.0}, {1}, set(), 10.0, 2.0) is None
-    assert placement.choose_backup({1: 50.0}, set(), {1}, 10.0, 2.0) is None
-    assert placement.choose_backup({1: 50.0}, set(), set(), 10.0, None) is None
+    # (finishing at t=11) it does not; nor one it held, nor one already backed up or checking
+    def straggling(shard: int, finish: float, **state) -> tuple[float, int, ShardState]:
+        return finish, shard, ShardState(live=1, holders={"h"}, **state)
+
+    assert placement.choose_backup([straggling(1, 50.0), straggling(0, 11.0)], "w", 10.0, 2.0) == 1
+    assert placement.choose_backup([straggling(1, 50.0, backed_up=True), straggling(0, 11.0)],
+                                   "w", 10.0, 2.0) is None
+    assert placement.choose_backup([straggling(1, 50.0)], "h", 10.0, 2.0) is None
+    assert placement.choose_backup([straggling(1, 50.0, checking=True)], "w", 10.0, 2.0) is None
     assert placement.fits_in_memory({"memory_bytes": 0}, 10**9)
     assert not placement.fits_in_memory({"memory_bytes": 10**6}, 10**9)
 

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from protos import shardgrid_pb2 as pb
 from protos import shardgrid_pb2_grpc as rpc
 from protos import signing
-from protos.codec import GRPC_OPTIONS, decode_tensor, encode_tensor, reassemble, sha256_hex
+from protos.codec import CHUNK_BYTES, GRPC_OPTIONS, decode_tensor, encode_tensor, reassemble, sha256_hex
 from tests.conftest import small_spec
 from worker.workloads import WorkloadConfig, compute_update
 
@@ -48,8 +48,21 @@ class RawWorker:
                                 lease.round, lease.shard)
         return encode_tensor(result.update), result.metrics()
 
-    def submit(self, lease, payload, metrics, *, key=None, signed_payload=None, lease_id=None,
-               header_only=False) -> pb.SubmitReply:
+    def submit(self, lease, payload, metrics, *, header_only=False, **signed) -> pb.SubmitReply:
+        messages = [pb.ResultChunk(header=self.header(lease, payload, metrics, **signed))]
+        if not header_only:
+            messages.append(pb.ResultChunk(data=payload))
+        return self.stub.SubmitResult(iter(messages))
+
+    def fetch_reporting(self, lease, payload, metrics, wait_ms=3000, **signed) -> pb.FetchTaskReply:
+        """The next FetchTask, carrying this result inline."""
+        finished = pb.InlineResult(header=self.header(lease, payload, metrics, **signed),
+                                   payload=payload)
+        return self.stub.FetchTask(pb.FetchTaskRequest(
+            worker_id=self.worker_id, session_token=self.token, wait_ms=wait_ms, finished=finished))
+
+    def header(self, lease, payload, metrics, *, key=None, signed_payload=None,
+               lease_id=None) -> pb.ResultHeader:
         lease_id = lease_id or lease.lease_id
         digest = sha256_hex(signed_payload if signed_payload is not None else payload)
         body = signing.result_digest(job_id=lease.job_id, round_no=lease.round, shard=lease.shard,
@@ -62,10 +75,7 @@ class RawWorker:
             payload_digest=digest, payload_size=len(payload), encoding="f32le",
             metrics=[pb.Metric(name=k, value=v) for k, v in metrics.items()],
             signature=(key or self.key).sign(body))
-        messages = [pb.ResultChunk(header=header)]
-        if not header_only:
-            messages.append(pb.ResultChunk(data=payload))
-        return self.stub.SubmitResult(iter(messages))
+        return header
 
 
 @pytest.fixture
@@ -123,6 +133,30 @@ def test_bad_results_rejected_with_reason(coordinator, client, job, case):
     if case != "unknown lease":  # the refused shard goes back to the queue for someone honest
         again = RawWorker(coordinator.address)
         assert [again.fetch().shard for _ in range(4)].count(lease.shard) == 1
+
+
+def test_result_carried_by_the_next_fetch(coordinator, client, job):
+    """A result reported inline with the next FetchTask is checked like a streamed one: the
+    verdict (with its receipt) comes back with the next lease, and a bad one is refused with
+    its code without costing the worker its next task."""
+    worker = RawWorker(coordinator.address)
+    first = worker.fetch()
+    payload, metrics = worker.honest_payload(first)
+    reply = worker.fetch_reporting(first, payload, metrics)
+    assert reply.finished.accepted and reply.finished.credits > 0
+    assert len(reply.finished.receipt) == 64  # an Ed25519 signature
+    assert reply.has_task
+    second = reply.lease
+    payload, metrics = worker.honest_payload(second)
+    refused = worker.fetch_reporting(second, payload, metrics, key=Ed25519PrivateKey.generate())
+    assert not refused.finished.accepted
+    assert refused.finished.code == pb.REJECT_BAD_SIGNATURE
+    assert refused.has_task
+    too_big = worker.fetch_reporting(refused.lease, b"\0" * (CHUNK_BYTES + 4), {"samples": 1.0})
+    assert too_big.finished.code == pb.REJECT_MALFORMED and "SubmitResult" in too_big.finished.message
+    info = client.get(job)
+    assert info["results_accepted"] == 1
+    assert info["rejected_by_reason"]["bad_signature"] == 1
 
 
 def test_replayed_lease_rejected(coordinator, client, job):

@@ -5,6 +5,8 @@ the coordinator's spot check recomputes the same update from the same inputs.
 """
 from __future__ import annotations
 
+import functools
+
 import json
 from dataclasses import asdict, dataclass
 
@@ -59,11 +61,17 @@ class WorkloadConfig:
         return 6.0 * self.layout().size
 
 
+@functools.lru_cache(maxsize=8)
+def _training_order(seed: int, n: int) -> np.ndarray:
+    """The seeded shuffle every shard is cut from: computed once per process, not per task."""
+    order = np.random.default_rng([seed, 7919]).permutation(n)
+    order.flags.writeable = False
+    return order
+
+
 def shard_indices(config: WorkloadConfig, shard: int) -> np.ndarray:
     """Training-set indices owned by `shard`: a seeded, disjoint partition of the training set."""
-    n = len(config.dataset_obj().y_train)
-    order = np.random.default_rng([config.seed, 7919]).permutation(n)
-    return order[shard::config.shards]
+    return _training_order(config.seed, len(config.dataset_obj().y_train))[shard::config.shards]
 
 
 def minibatch(config: WorkloadConfig, round_no: int, shard: int, step: int = 0) -> np.ndarray:
