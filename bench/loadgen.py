@@ -3,14 +3,15 @@
     python -m bench.loadgen [--fleet 10 100 1000] [--duration 15] [--out DIR] [--profile] [--json]
 
 Every simulated worker has its own Ed25519 key, registers with a signed timestamp, and loops the
-worker agent's exact call sequence: FetchTask (long-poll) -> FetchBlob when the round's parameters
-changed -> SubmitResult (header with a signed result digest, then the payload chunk). The update
-is computed honestly (a 10-parameter softmax: microseconds), because the coordinator verifies by
-default: replicas must agree and spot checks must match its own re-execution.
+worker agent's exact call sequence: one FetchTask (long-poll) per task, carrying the previous
+task's signed result, and answered with the next lease (plus the round's parameters when the
+worker lacks them and they fit one chunk; otherwise a FetchBlob). The update is computed honestly
+(a 10-parameter softmax: microseconds), because the coordinator verifies by default: replicas
+must agree and spot checks must match its own re-execution.
 
-Per fleet size, against a fresh coordinator process: signed task cycles per second (a FetchTask
-that returned a lease followed by an accepted SubmitResult), FetchTask latency p50/p99 for calls
-that returned a lease, and the coordinator's resident memory per registered worker. `--profile`
+Per fleet size, against a fresh coordinator process: signed task cycles per second (a lease
+handed out whose signed result was then accepted), FetchTask latency p50/p99 for calls that
+returned a lease, and the coordinator's resident memory per registered worker. `--profile`
 samples the coordinator with py-spy during the largest fleet's run and lists its hottest frames.
 """
 from __future__ import annotations
@@ -115,6 +116,7 @@ class SimWorker:
         carried, self.finished = self.finished, None
         if carried is not None:
             request.finished.CopyFrom(carried)
+        request.params_held = self.params_digest
         started = time.perf_counter()
         reply = await self.stub.FetchTask(request)
         latency = time.perf_counter() - started
@@ -129,7 +131,11 @@ class SimWorker:
         if stats.measuring:
             stats.fetch_latencies_s.append(latency)
         lease = reply.lease
-        if lease.params_digest != self.params_digest:  # as the agent: once per round
+        if reply.params:  # as the agent: small parameters come with the lease
+            self.params = decode_tensor(reassemble([(0, len(reply.params), reply.params)],
+                                                   lease.params_digest))
+            self.params_digest = lease.params_digest
+        elif lease.params_digest != self.params_digest:  # else fetched once per round
             chunks = [(c.offset, c.total_size, c.data) async for c in self.stub.FetchBlob(
                 pb.FetchBlobRequest(worker_id=self.worker_id, session_token=self.token,
                                     digest=lease.params_digest))]

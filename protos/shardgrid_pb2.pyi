@@ -121,16 +121,18 @@ class HeartbeatReply(_message.Message):
     def __init__(self, cancelled_lease_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class FetchTaskRequest(_message.Message):
-    __slots__ = ("worker_id", "session_token", "wait_ms", "finished")
+    __slots__ = ("worker_id", "session_token", "wait_ms", "finished", "params_held")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
     WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_HELD_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     session_token: bytes
     wait_ms: int
     finished: InlineResult
-    def __init__(self, worker_id: _Optional[str] = ..., session_token: _Optional[bytes] = ..., wait_ms: _Optional[int] = ..., finished: _Optional[_Union[InlineResult, _Mapping]] = ...) -> None: ...
+    params_held: str
+    def __init__(self, worker_id: _Optional[str] = ..., session_token: _Optional[bytes] = ..., wait_ms: _Optional[int] = ..., finished: _Optional[_Union[InlineResult, _Mapping]] = ..., params_held: _Optional[str] = ...) -> None: ...
 
 class InlineResult(_message.Message):
     __slots__ = ("header", "payload")
@@ -163,14 +165,16 @@ class TaskLease(_message.Message):
     def __init__(self, lease_id: _Optional[str] = ..., job_id: _Optional[str] = ..., round: _Optional[int] = ..., shard: _Optional[int] = ..., params_digest: _Optional[str] = ..., params_size: _Optional[int] = ..., workload_json: _Optional[str] = ..., deadline_ms: _Optional[int] = ..., coordinator_signature: _Optional[bytes] = ...) -> None: ...
 
 class FetchTaskReply(_message.Message):
-    __slots__ = ("has_task", "lease", "finished")
+    __slots__ = ("has_task", "lease", "finished", "params")
     HAS_TASK_FIELD_NUMBER: _ClassVar[int]
     LEASE_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
     has_task: bool
     lease: TaskLease
     finished: SubmitReply
-    def __init__(self, has_task: _Optional[bool] = ..., lease: _Optional[_Union[TaskLease, _Mapping]] = ..., finished: _Optional[_Union[SubmitReply, _Mapping]] = ...) -> None: ...
+    params: bytes
+    def __init__(self, has_task: _Optional[bool] = ..., lease: _Optional[_Union[TaskLease, _Mapping]] = ..., finished: _Optional[_Union[SubmitReply, _Mapping]] = ..., params: _Optional[bytes] = ...) -> None: ...
 
 class FetchBlobRequest(_message.Message):
     __slots__ = ("worker_id", "session_token", "digest")

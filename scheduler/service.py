@@ -99,7 +99,13 @@ class WorkerGateway(rpc.WorkerGatewayServicer):
             if grant is not None:
                 reply.has_task = True
                 reply.lease.CopyFrom(convert.lease_to_pb(grant))
+                if grant.params_digest != request.params_held and grant.params_size <= CHUNK_BYTES:
+                    reply.params = await self._read_blob(grant.params_digest)
             return reply
+
+    async def _read_blob(self, digest: str) -> bytes:
+        small = self.co.blobs.get_small(digest)  # a row lookup: fine on the loop
+        return small if small is not None else await self.blocking(self.co.read_blob, digest)
 
     async def _submit_inline(self, finished: pb.InlineResult) -> Verdict:
         if len(finished.payload) > CHUNK_BYTES:
@@ -140,7 +146,7 @@ class WorkerGateway(rpc.WorkerGatewayServicer):
         async with rpc_errors(context):
             with self.co.lock:
                 self.co.authenticate(request.worker_id, request.session_token)
-            data = await self.blocking(self.co.read_blob, request.digest)
+            data = await self._read_blob(request.digest)
         async for chunk in _blob_stream(request.digest, data):
             yield chunk
 

@@ -212,9 +212,20 @@ def test_job_service_errors(client):
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT and "optimizer.lr" in str(info.value)
 
 
-def test_parameters_cached_per_round(coordinator, job):
-    """A worker's second task in the same round reuses its cached parameters: one download."""
+def test_parameters_come_with_the_lease_once_per_round(coordinator, job):
+    """Parameters that fit one chunk ride with the lease to a worker that lacks them (no
+    FetchBlob round trip), and only then; the agent's second and third tasks of the round reuse
+    its cached copy."""
     from worker.agent import WorkerAgent
+
+    worker = RawWorker(coordinator.address)
+    request = pb.FetchTaskRequest(worker_id=worker.worker_id, session_token=worker.token,
+                                  wait_ms=3000)
+    first = worker.stub.FetchTask(request)
+    assert first.params and sha256_hex(first.params) == first.lease.params_digest
+    request.params_held = first.lease.params_digest
+    again = worker.stub.FetchTask(request)
+    assert again.has_task and not again.params
 
     agent = WorkerAgent(coordinator.address, coordinator.coordinator.store.path.parent / "w.key",
                         profile={"cores": 1, "device_class": "cpu"}, max_tasks=3)
@@ -223,7 +234,8 @@ def test_parameters_cached_per_round(coordinator, job):
     agent.gateway.FetchBlob = lambda *a, **k: fetched.append(1) or original(*a, **k)
     assert agent.run() == 0
     agent.close()
-    assert agent.tasks_done == 3 and len(fetched) == 1  # 3 shards of round 0, one download
+    assert agent.tasks_done == 3 and not fetched
+    assert list(agent.params_cache) == [first.lease.params_digest]
 
 
 def test_watch_reports_every_round(coordinator, client):

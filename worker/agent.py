@@ -197,6 +197,8 @@ class WorkerAgent:
         carried, self._finished = self._finished, None
         if carried is not None:
             request.finished.CopyFrom(carried[1])
+        if self.params_cache:
+            request.params_held = next(reversed(self.params_cache))
         poll = self.gateway.FetchTask.future(request, timeout=LONG_POLL_MS / 1000.0 + RPC_TIMEOUT_S)
         self._poll = poll
         try:
@@ -217,6 +219,9 @@ class WorkerAgent:
             log.error("lease %s is not signed by the pinned coordinator key; ignoring it",
                       lease.lease_id)
             return
+        if reply.params:  # sent along because they fit one chunk
+            self._cache_params(lease.params_digest, reassemble(
+                [(0, len(reply.params), reply.params)], lease.params_digest))
         self.active_leases.add(lease.lease_id)
         try:
             self._work_on(lease)
@@ -292,7 +297,11 @@ class WorkerAgent:
             return self.params_cache[digest]
         stream = self.gateway.FetchBlob(pb.FetchBlobRequest(
             worker_id=self.worker_id, session_token=self.token, digest=digest), timeout=RPC_TIMEOUT_S)
-        data = reassemble(((c.offset, c.total_size, c.data) for c in stream), digest)
+        return self._cache_params(digest, reassemble(
+            ((c.offset, c.total_size, c.data) for c in stream), digest))
+
+    def _cache_params(self, digest: str, data: bytes) -> np.ndarray:
+        """`data` arrived hash-checked against `digest`."""
         self._pause(self.pacing.transfer(len(data)))
         params = decode_tensor(data)
         self.params_cache[digest] = params
