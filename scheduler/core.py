@@ -94,6 +94,7 @@ class Coordinator:
         # every change made 1,000 workers queue on the lock (a thundering herd).
         self.parked: deque[Waiter] = deque()
         self.key = self._load_key()
+        self.signer = signing.Signer(self.key)
         self.public_key = signing.public_bytes(self.key)
         self.workers: dict[str, WorkerRecord] = {}
         self.waiting: dict[str, int] = {}   # workers inside a FetchTask long-poll right now
@@ -301,7 +302,7 @@ class Coordinator:
                                (lease.lease_id, job.job_id, job.round, shard, worker_id, now,
                                 lease.deadline, "active"))
             deadline_ms = int(lease.deadline * 1000)
-            signature = self.key.sign(signing.lease_bytes(
+            signature = self.signer.sign(signing.lease_bytes(
                 lease_id=lease.lease_id, worker_id=worker_id, job_id=job.job_id,
                 round_no=job.round, shard=shard, params_digest=job.params_digest,
                 deadline_ms=deadline_ms))

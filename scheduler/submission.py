@@ -155,7 +155,7 @@ class ResultCheck:
                 raise ResultRejected(Reject.STALE_ROUND, "the shard was settled by another copy")
             flops = samples * job.flops_per_sample
             credits = flops / 1e9 * CREDITS_PER_GFLOP
-            receipt = co.key.sign(signing.receipt_bytes(worker_id=sub.worker_id, result=sub.digest(),
+            receipt = co.signer.sign(signing.receipt_bytes(worker_id=sub.worker_id, result=sub.digest(),
                                                         samples=samples, flops=flops, credits=credits))
             now = co.clock()
             # Unverified results wait as 'pending' until the verifier settles them.

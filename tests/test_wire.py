@@ -67,6 +67,18 @@ def test_result_signature_table():
     }
     for name, (signature, message) in cases.items():
         assert not signing.verify(public, signature, message), name
+    assert not signing.verify(public[:31], honest, _digest())       # malformed key
+    assert not signing.verify(b"\0" * 32, honest, _digest())        # a key that signs nothing
+
+
+def test_fast_signer_makes_the_same_signatures():
+    """The coordinator's libsodium signer and the workers' OpenSSL keys are interchangeable:
+    Ed25519 is deterministic, so both make the same bytes and either verifies the other."""
+    key = Ed25519PrivateKey.generate()
+    signer = signing.Signer(key)
+    for message in (b"", _digest(), b"x" * 1000):
+        assert signer.sign(message) == key.sign(message)
+        assert signing.verify(signing.public_bytes(key), signer.sign(message), message)
 
 
 def test_profile_numbers_sign_alike_as_int_or_float():
