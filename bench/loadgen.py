@@ -1,6 +1,7 @@
 """Coordinator scale: one process plays 10, 100, 1,000 lightweight workers over grpc.aio.
 
-    python -m bench.loadgen [--fleet 10 100 1000] [--duration 15] [--out DIR] [--profile] [--json]
+    python -m bench.loadgen [--fleet 10 100 1000] [--duration 15] [--task-ms MS] [--out DIR]
+                            [--profile] [--no-verification] [--json]
 
 Every simulated worker has its own Ed25519 key, registers with a signed timestamp, and loops the
 worker agent's exact call sequence: one FetchTask (long-poll) per task, carrying the previous
@@ -8,6 +9,10 @@ task's signed result, and answered with the next lease (plus the round's paramet
 worker lacks them and they fit one chunk; otherwise a FetchBlob). The update is computed honestly
 (a 10-parameter softmax: microseconds), because the coordinator verifies by default: replicas
 must agree and spot checks must match its own re-execution.
+
+Workers run back to back by default (saturation: with N workers always asking, FetchTask latency
+is N / throughput by Little's law); `--task-ms` gives each task simulated compute instead, so the
+fleet offers a set load and the latencies show how the coordinator serves it.
 
 Per fleet size, against a fresh coordinator process: signed task cycles per second (a lease
 handed out whose signed result was then accepted), FetchTask latency p50/p99 for calls that
@@ -21,6 +26,7 @@ import asyncio
 import functools
 import json
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -90,8 +96,9 @@ class FleetStats:
 
 
 class SimWorker:
-    def __init__(self, stub: rpc.WorkerGatewayStub):
+    def __init__(self, stub: rpc.WorkerGatewayStub, task_s: float = 0.0):
         self.stub = stub
+        self.task_s = task_s  # simulated compute per task (0: back to back, saturation)
         key = Ed25519PrivateKey.generate()
         self.key = signing.Signer(key)  # same signatures as the agent's key, made faster
         self.public_key = signing.public_bytes(key)
@@ -157,6 +164,8 @@ class SimWorker:
             metrics=[pb.Metric(name=k, value=v) for k, v in sorted(metrics.items())],
             signature=self.key.sign(digest))
         self.finished = pb.InlineResult(header=header, payload=payload)
+        if self.task_s:  # jittered, so the fleet does not fall into lockstep
+            await asyncio.sleep(self.task_s * random.uniform(0.5, 1.5))
 
     async def run(self, stats: FleetStats, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -181,10 +190,11 @@ def rss_bytes(pid: int) -> int:
 
 
 async def drive_fleet(address: str, workers: int, warmup_s: float, duration_s: float,
-                      coordinator_pid: int) -> dict:
+                      coordinator_pid: int, task_s: float = 0.0) -> dict:
     channels = [grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
                 for _ in range(max(1, -(-workers // WORKERS_PER_CHANNEL)))]
-    fleet = [SimWorker(rpc.WorkerGatewayStub(channels[i % len(channels)])) for i in range(workers)]
+    fleet = [SimWorker(rpc.WorkerGatewayStub(channels[i % len(channels)]), task_s)
+             for i in range(workers)]
     rss_before = rss_bytes(coordinator_pid)
     started = time.perf_counter()
     await asyncio.gather(*(w.register() for w in fleet))
@@ -268,6 +278,7 @@ def hottest_frames(raw_path: Path, top: int = 15) -> list[dict]:
 def scale_markdown(report: dict) -> str:
     """The scale figures as a markdown table, plus the profile's hottest functions."""
     lines = [f"Verification {'on' if report['verification'] else 'off'}, "
+             f"{report.get('task_ms', 0):.0f} ms of simulated compute per task, "
              f"{report['duration_s']:.0f} s measured per fleet.", "",
              "| workers | signed cycles/s | FetchTask p50 (ms) | FetchTask p99 (ms) | "
              "coordinator RSS (MiB) | RSS per worker (KiB) | coordinator CPU (cores) | rounds closed |",
@@ -288,7 +299,7 @@ def scale_markdown(report: dict) -> str:
 
 
 def run_scale(fleets: list[int], duration_s: float, warmup_s: float, out: Path,
-              profile: bool, verification: bool = True, log=print) -> dict:
+              profile: bool, verification: bool = True, task_s: float = 0.0, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     results, report_census = [], {}
     for workers in fleets:
@@ -307,7 +318,7 @@ def run_scale(fleets: list[int], duration_s: float, warmup_s: float, out: Path,
                     spy = profile_coordinator(cluster.coordinator.pid, warmup_s + duration_s + 5,
                                               out / "coordinator-profile.txt")
                 figures = asyncio.run(drive_fleet(cluster.address, workers, warmup_s, duration_s,
-                                                  cluster.coordinator.pid))
+                                                  cluster.coordinator.pid, task_s))
                 job = client.get(job_id)
                 figures.update(rounds_closed=job["round"], results_accepted=job["results_accepted"])
                 client.cancel(job_id)
@@ -320,7 +331,7 @@ def run_scale(fleets: list[int], duration_s: float, warmup_s: float, out: Path,
             f"{figures['coordinator_rss_per_worker_kb']:.1f} KiB/worker")
         results.append(figures)
     report = {"fleets": results, "job": job_toml, "duration_s": duration_s,
-              "verification": verification}
+              "verification": verification, "task_ms": task_s * 1000}
     raw = out / "coordinator-profile.txt"
     if profile and raw.exists():
         report["profile_hottest"] = hottest_frames(raw)
@@ -339,10 +350,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="py-spy the largest fleet's run")
     parser.add_argument("--no-verification", action="store_true",
                         help="job without replication/spot checks: the protocol's cost alone")
+    parser.add_argument("--task-ms", type=float, default=0.0,
+                        help="simulated compute per task (jittered 0.5-1.5x); 0 runs back to back, "
+                             "which measures saturation; with N workers it offers about "
+                             "N / task seconds of load")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     report = run_scale(args.fleet, args.duration, args.warmup, Path(args.out), args.profile,
-                       verification=not args.no_verification,
+                       verification=not args.no_verification, task_s=args.task_ms / 1000,
                        log=lambda line: print(line, file=sys.stderr))
     if args.json:
         print(json.dumps(report))

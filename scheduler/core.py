@@ -397,6 +397,7 @@ class Coordinator:
     def _reap(self) -> None:
         while not self._stop.wait(0.25):
             with self.lock:
+                self.store.commit_group()  # a backstop: the service commits after every call
                 self._expire_leases()
                 # Stragglers become worth backing up as time passes, with no event to say so:
                 # let an idle poller look again.
@@ -414,6 +415,9 @@ class Coordinator:
                 job = ready[0]
                 job.aggregating = True
                 self._notify(job)
+                # The results it is about to apply become durable first, even those whose
+                # workers are still waiting for the group commit to hear "accepted".
+                self.store.commit_group()
             try:
                 rounds.close_round(self, job)
             except Exception as exc:  # a bug must fail the job loudly, not hang it

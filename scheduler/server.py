@@ -71,6 +71,7 @@ class CoordinatorServer:
 
     def start(self) -> "CoordinatorServer":
         warm_kernels()
+        self.coordinator.store.group_commit_for(self._loop_thread.ident)
         self.coordinator.start()
         self._on_loop(self.server.start())
         return self

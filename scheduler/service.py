@@ -67,15 +67,42 @@ def verdict_to_pb(verdict: Verdict) -> pb.SubmitReply:
                           message=verdict.message, receipt=verdict.receipt, credits=verdict.credits)
 
 
+class GroupCommit:
+    """One COMMIT per event-loop iteration for every call handled in it (Store group commit):
+    a handler awaits `durable()` after its writes and before its reply."""
+
+    def __init__(self, coordinator: Coordinator):
+        self.co = coordinator
+        self._next: asyncio.Future | None = None
+
+    async def durable(self) -> None:
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+            # runs after the handlers already ready in this iteration: they share the commit
+            asyncio.get_running_loop().call_soon(self._commit)
+        await asyncio.shield(self._next)
+
+    def _commit(self) -> None:
+        done, self._next = self._next, None
+        try:
+            self.co.store.commit_group()
+        except Exception as exc:  # the disk failed: no caller may report success
+            done.set_exception(exc)
+        else:
+            done.set_result(None)
+
+
 class WorkerGateway(rpc.WorkerGatewayServicer):
     def __init__(self, coordinator: Coordinator, blocking: Blocking):
         self.co = coordinator
         self.blocking = blocking
+        self.group = GroupCommit(coordinator)
 
     async def Register(self, request, context):
         async with rpc_errors(context):
             record = self.co.register(request.public_key, convert.profile_to_dict(request.profile),
                                       request.timestamp_ms, request.signature)
+            await self.group.durable()
             log.info("worker %s registered (%s)", record.worker_id,
                      request.profile.profile_name or request.profile.device_class)
             return pb.RegisterReply(worker_id=record.worker_id, session_token=record.token,
@@ -86,6 +113,7 @@ class WorkerGateway(rpc.WorkerGatewayServicer):
         async with rpc_errors(context):
             cancelled = self.co.heartbeat(request.worker_id, request.session_token,
                                           list(request.active_lease_ids))
+            await self.group.durable()  # it may have expired forgotten leases
             return pb.HeartbeatReply(cancelled_lease_ids=cancelled)
 
     async def FetchTask(self, request, context):
@@ -101,6 +129,7 @@ class WorkerGateway(rpc.WorkerGatewayServicer):
                 reply.lease.CopyFrom(convert.lease_to_pb(grant))
                 if grant.params_digest != request.params_held and grant.params_size <= CHUNK_BYTES:
                     reply.params = await self._read_blob(grant.params_digest)
+            await self.group.durable()  # the verdict and the lease are on disk before we say so
             return reply
 
     async def _read_blob(self, digest: str) -> bytes:
@@ -164,6 +193,7 @@ class WorkerGateway(rpc.WorkerGatewayServicer):
                 if len(payload) > header.payload_size:
                     break  # longer than announced: the hash check refuses it
             verdict = await self._submit(convert.submission_from_pb(header), bytes(payload))
+            await self.group.durable()
             return verdict_to_pb(verdict)
 
 

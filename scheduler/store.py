@@ -58,7 +58,14 @@ CREATE TABLE IF NOT EXISTS ledger(
 
 
 class Store:
-    """A thread-safe wrapper around one connection; callers group writes with `transaction()`."""
+    """A thread-safe wrapper around one connection; callers group writes with `transaction()`.
+
+    Group commit: transactions made on the gRPC event loop's thread (see `group_commit_for`) are
+    savepoints inside one open transaction that `commit_group()` commits once per loop iteration;
+    every reply waits for that commit, so a worker never hears of a write that could be lost. A
+    COMMIT cost ~110 us, two per task, the largest per-task cost at 1,000 workers. Any other
+    thread's transaction first commits the group, so writes stay in order.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -73,6 +80,8 @@ class Store:
         self._db.executescript(SCHEMA)
         self._add_missing_columns()
         self._depth = 0
+        self._group_thread: int | None = None
+        self._group_open = False
 
     def _add_missing_columns(self) -> None:
         """Databases written before a column existed get it (NULL in old rows) on open."""
@@ -83,24 +92,49 @@ class Store:
 
     def close(self) -> None:
         with self._lock:
+            self.commit_group()
             self._db.close()
+
+    def group_commit_for(self, thread_ident: int | None) -> None:
+        """Transactions made on this thread are committed by `commit_group()` (None: off)."""
+        with self._lock:
+            self.commit_group()
+            self._group_thread = thread_ident
+
+    def commit_group(self) -> None:
+        with self._lock:
+            if self._group_open:
+                self._group_open = False
+                self._db.execute("COMMIT")
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             outer = self._depth == 0
-            if outer:
+            grouped = outer and threading.get_ident() == self._group_thread
+            if grouped:
+                if not self._group_open:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    self._group_open = True
+                self._db.execute("SAVEPOINT operation")
+            elif outer:
+                self.commit_group()
                 self._db.execute("BEGIN IMMEDIATE")
             self._depth += 1
             try:
                 yield self._db
             except BaseException:
                 self._depth -= 1
-                if outer:
+                if grouped:  # undo this operation only, not the others in the group
+                    self._db.execute("ROLLBACK TO operation")
+                    self._db.execute("RELEASE operation")
+                elif outer:
                     self._db.execute("ROLLBACK")
                 raise
             self._depth -= 1
-            if outer:
+            if grouped:
+                self._db.execute("RELEASE operation")
+            elif outer:
                 self._db.execute("COMMIT")
 
     def query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
