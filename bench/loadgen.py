@@ -46,6 +46,7 @@ from protos import signing
 from protos.codec import (ENCODING_F32LE, GRPC_OPTIONS, decode_tensor, encode_tensor, reassemble,
                           sha256_hex)
 from scheduler.client import JobClient
+from scheduler.server import settle_garbage_collector
 from worker.workloads import WorkloadConfig, compute_update
 
 # Tiny and plentiful shards: a 4-feature, 2-class softmax (10 parameters). A round has
@@ -195,6 +196,7 @@ async def drive_fleet(address: str, workers: int, warmup_s: float, duration_s: f
                 for _ in range(max(1, -(-workers // WORKERS_PER_CHANNEL)))]
     fleet = [SimWorker(rpc.WorkerGatewayStub(channels[i % len(channels)]), task_s)
              for i in range(workers)]
+    settle_garbage_collector()  # as the coordinator does: the load generator allocates as much
     rss_before = rss_bytes(coordinator_pid)
     started = time.perf_counter()
     await asyncio.gather(*(w.register() for w in fleet))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -96,6 +97,16 @@ class CoordinatorServer:
         self.stop(grace=0.5)
 
 
+def settle_garbage_collector() -> None:
+    """Every call allocates messages, futures and coroutines, so collections run all the time;
+    scanning the start-up heap (numba, numpy, datasets) each time cost 13% of the event loop at
+    1,000 workers. Freeze what start-up built (never scanned again) and collect young objects
+    less often; what a call allocates is freed by reference counting anyway."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def run(db_path: str, host: str, port: int) -> int:
     """Entry point of `shardgrid coordinator`: blocks until a signal, returns the exit code."""
     stop = threading.Event()
@@ -108,6 +119,7 @@ def run(db_path: str, host: str, port: int) -> int:
         return 2
     try:
         server.start()
+        settle_garbage_collector()
         print(f"shardgrid coordinator listening on {server.address} (state: {db_path})", flush=True)
         stop.wait()
         log.info("signal received, shutting down")
