@@ -165,16 +165,18 @@ class TaskLease(_message.Message):
     def __init__(self, lease_id: _Optional[str] = ..., job_id: _Optional[str] = ..., round: _Optional[int] = ..., shard: _Optional[int] = ..., params_digest: _Optional[str] = ..., params_size: _Optional[int] = ..., workload_json: _Optional[str] = ..., deadline_ms: _Optional[int] = ..., coordinator_signature: _Optional[bytes] = ...) -> None: ...
 
 class FetchTaskReply(_message.Message):
-    __slots__ = ("has_task", "lease", "finished", "params")
+    __slots__ = ("has_task", "lease", "finished", "params", "waited_s")
     HAS_TASK_FIELD_NUMBER: _ClassVar[int]
     LEASE_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    WAITED_S_FIELD_NUMBER: _ClassVar[int]
     has_task: bool
     lease: TaskLease
     finished: SubmitReply
     params: bytes
-    def __init__(self, has_task: _Optional[bool] = ..., lease: _Optional[_Union[TaskLease, _Mapping]] = ..., finished: _Optional[_Union[SubmitReply, _Mapping]] = ..., params: _Optional[bytes] = ...) -> None: ...
+    waited_s: float
+    def __init__(self, has_task: _Optional[bool] = ..., lease: _Optional[_Union[TaskLease, _Mapping]] = ..., finished: _Optional[_Union[SubmitReply, _Mapping]] = ..., params: _Optional[bytes] = ..., waited_s: _Optional[float] = ...) -> None: ...
 
 class FetchBlobRequest(_message.Message):
     __slots__ = ("worker_id", "session_token", "digest")

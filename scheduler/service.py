@@ -123,7 +123,8 @@ class WorkerGateway(rpc.WorkerGatewayServicer):
                 verdict = await self._submit_inline(request.finished)
                 reply.finished.CopyFrom(verdict_to_pb(verdict))
             wait_s = min(max(request.wait_ms, 0) / 1000.0, MAX_LONG_POLL_S)
-            grant = await self._long_poll(request.worker_id, request.session_token, wait_s)
+            grant, reply.waited_s = await self._long_poll(request.worker_id,
+                                                          request.session_token, wait_s)
             if grant is not None:
                 reply.has_task = True
                 reply.lease.CopyFrom(convert.lease_to_pb(grant))
@@ -151,17 +152,21 @@ class WorkerGateway(rpc.WorkerGatewayServicer):
             log.info("rejected result from %s: %s", submission.worker_id, verdict.message)
         return verdict
 
-    async def _long_poll(self, worker_id: str, token: bytes, wait_s: float) -> LeaseGrant | None:
-        """The core's fetch_task loop, with the wait as an awaited future instead of a thread."""
+    async def _long_poll(self, worker_id: str, token: bytes,
+                         wait_s: float) -> tuple[LeaseGrant | None, float]:
+        """The core's fetch_task loop, with the wait as an awaited future instead of a thread.
+        Returns the lease (or None) and the seconds spent parked, waiting for work."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
+        parked = 0.0
         with self.co.polling(worker_id):
             while True:
                 remaining = deadline - loop.time()
                 waiter = LoopWaiter(loop) if remaining > 0 else None
                 grant = self.co.poll_task(worker_id, token, waiter)
                 if grant is not None or waiter is None or self.co.stopping:
-                    return grant
+                    return grant, parked
+                parked_at = loop.time()
                 try:
                     async with asyncio.timeout(remaining):
                         await waiter.future
@@ -170,6 +175,8 @@ class WorkerGateway(rpc.WorkerGatewayServicer):
                 except asyncio.CancelledError:  # the caller went away
                     self.co.unpark(waiter)
                     raise
+                finally:
+                    parked += loop.time() - parked_at
 
     async def FetchBlob(self, request, context):
         async with rpc_errors(context):

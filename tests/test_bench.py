@@ -142,6 +142,8 @@ def test_loadgen_small_fleet_completes_signed_cycles(tmp_path):
     (fleet,) = report["fleets"]
     assert fleet["cycles"] > 0 and fleet["rejected"] == {} and fleet["errors"] == {}
     assert fleet["fetch_task_p50_ms"] <= fleet["fetch_task_p99_ms"]
+    assert 0 <= fleet["service_p50_ms"] <= fleet["fetch_task_p50_ms"]  # waiting for work removed
+    assert 0 <= fleet["waited_share"] <= 1
     assert fleet["coordinator_rss_mb"] > 0
     assert json.loads((tmp_path / "scale.json").read_text())["fleets"][0]["cycles"] == fleet["cycles"]
     assert "| 5 |" in (tmp_path / "scale.md").read_text()
