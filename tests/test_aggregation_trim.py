@@ -42,8 +42,8 @@ def test_partition_matches_sort(n, k):
         # d spans a partial tile, exact tiles and a ragged last tile.
         for d in [1, 7, _trim.TRIM_TILE, 2 * _trim.TRIM_TILE + 37]:
             x = make(kind, rng, n, d)
-            got = _trim.column_trimmed_mean_partition(x, k)
-            assert got.dtype == np.float32
+            got, finite = _trim.column_trimmed_mean_partition(x, k)
+            assert finite and got.dtype == np.float32
             np.testing.assert_allclose(got, sorted_trimmed_mean(x, k), rtol=RTOL, atol=ATOL, err_msg=f"{kind} d={d}")
 
 
@@ -56,3 +56,19 @@ def test_aggregate_uses_a_correct_kernel_for_every_trim(n, beta):
     np.testing.assert_allclose(
         agg.aggregate(x, "trimmed_mean", beta=beta), sorted_trimmed_mean(x, k), rtol=RTOL, atol=ATOL
     )
+
+
+@pytest.mark.parametrize("n,k", [(8, 1), (8, 3), (11, 2), (16, 4), (32, 3), (35, 3)])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_any_non_finite_value_is_detected(n, k, bad):
+    """Wherever it sits (first block, later blocks, leftover rows) and wherever it would
+    land (among the dropped extremes or the summed middle), one bad value is caught."""
+    rng = np.random.default_rng(n + k)
+    for row in range(n):
+        for kind in ["random", "sorted", "reversed"]:
+            x = make(kind, rng, n, 300)
+            x[row, 123] = bad
+            assert not _trim.column_trimmed_mean_partition(x, k)[1], (row, kind)
+            with pytest.raises(agg.NonFiniteUpdateError) as caught:
+                agg.aggregate(x, "trimmed_mean", beta=k / n)
+            assert list(caught.value.rows) == [row]

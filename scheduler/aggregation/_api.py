@@ -2,8 +2,10 @@
 
 Non-finite policy: ``aggregate`` never returns NaN/Inf produced by a bad row. Rules whose
 arithmetic provably propagates NaN/Inf (the float64 means, the Gram matrix, the clipping
-norms) detect it from their own result and only then locate the bad rows; rules built on
-comparisons (median, trimmed mean), which could silently drop a NaN, screen first.
+norms) detect it from their own result and only then locate the bad rows; so does the
+partition trimmed mean (its comparators only swap values, so every value is either
+summed or checked among the dropped ones). The other comparison kernels (median, the
+sorting-network trimmed mean), which could silently drop a NaN, screen first.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import _basic, _clip, _distance, _order
+from . import _basic, _clip, _distance, _order, _trim
 from ._config import DISTANCE_TILE, ORDER_TILE, QUANT_BLOCK, REDUCE_CHUNK, STREAM_BLOCK, kernel_guard
 from ._errors import InvalidParameterError, InvalidUpdatesError, NonFiniteUpdateError
 from ._params import trim_count, validate_params
@@ -95,10 +97,15 @@ def _median(x, p, screened):
 
 
 def _trimmed_mean(x, p, screened):
-    if not screened:
-        _require_finite_rows(x)
     n = x.shape[0]
     k = trim_count(p["beta"], n)
+    if _trim.serves(n, k):
+        out, finite = _trim.column_trimmed_mean_partition(x, k)
+        if not finite:
+            _raise_non_finite(x)
+        return out
+    if not screened:
+        _require_finite_rows(x)
     program, rank_row = _order.selection_program(n, k, n - 1 - k)
     return _order.column_trimmed_mean(x, program, rank_row, k, ORDER_TILE)
 
@@ -241,6 +248,10 @@ def warmup() -> None:
     aggregate(x, "weighted_mean", weights=np.arange(1.0, 8.0))
     aggregate(x, "median")
     aggregate(x, "trimmed_mean", beta=0.2)
+    # From 8 rows on, median and trimmed mean run other kernels (9: one leftover row too).
+    y = rng.standard_normal((9, 37)).astype(np.float32)
+    aggregate(y, "median")
+    aggregate(y, "trimmed_mean", beta=0.2)
     aggregate(x, "krum", f=1)
     aggregate(x, "multi_krum", f=1, m=3)
     aggregate(x, "bulyan", f=1)

@@ -7,7 +7,7 @@ SIMD min/max. The network is Batcher's odd-even merge sort for the next power of
 (comparators that touch padding rows are dropped, as if the padding held +inf),
 then pruned backwards to the comparators that can influence the output rows we read.
 ``column_median`` and ``column_trimmed_mean`` hand n >= 8 to ``_select``, which runs
-the first stages of the same network in registers (and trims of 1-4 to ``_trim``).
+the first stages of the same network in registers.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from functools import lru_cache
 import numpy as np
 from numba import njit, prange
 
-from . import _select, _trim
+from . import _select
 from ._config import FASTMATH
 
 
@@ -73,11 +73,9 @@ def column_median(x, program, rank_row, tile):
 def column_trimmed_mean(x, program, rank_row, trim, tile):
     """Mean of each column without its ``trim`` smallest and largest values (see column_median).
 
-    From 8 rows on, trims of 1-4 go to ``_trim`` (partition instead of sorting, ~2x faster).
+    Callers prefer ``_trim`` where it serves (trims 1-4 from 8 rows on).
     """
     n = x.shape[0]
-    if n >= _select.BLOCK_ROWS and 1 <= trim <= _trim.MAX_TRIM:
-        return _trim.column_trimmed_mean_partition(x, trim)
     if n >= _select.BLOCK_ROWS:
         merge, merge_rank_row = _select.merge_program(n, trim, n - 1 - trim)
         return _select.column_trimmed_mean_blocked(x, merge, merge_rank_row, trim)

@@ -18,6 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._config import FASTMATH
+from ._intrinsics import compare_exchange as _cx
 
 # Rows sorted together in registers: 8 values x 8 float32 columns fill 8 of the 16
 # AVX2 registers, leaving room for the comparator temporaries.
@@ -108,12 +109,6 @@ def run_program(buf, program, width):
             b = b_row[c]
             low_row[c] = a if a < b else b
             high_row[c] = b if a < b else a
-
-
-@njit(inline="always")
-def _cx(a, b):
-    """One comparator: (min, max). The compare+select form maps onto vminps/vmaxps."""
-    return (a if a < b else b), (b if a < b else a)
 
 
 @njit(inline="always")
