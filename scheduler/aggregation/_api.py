@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _basic, _clip, _distance, _order, _trim
-from ._config import DISTANCE_TILE, ORDER_TILE, QUANT_BLOCK, REDUCE_CHUNK, STREAM_BLOCK, kernel_guard
+from ._config import DISTANCE_TILE, MEAN_BLOCK, ORDER_TILE, QUANT_BLOCK, REDUCE_CHUNK, STREAM_BLOCK, kernel_guard
 from ._errors import InvalidParameterError, InvalidUpdatesError, NonFiniteUpdateError
 from ._params import trim_count, validate_params
 from ._quant import dequantize_blocks, quantize_blocks
@@ -48,10 +48,8 @@ def _require_finite_rows(x: np.ndarray) -> None:
 
 
 def _checked_mean(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    out = _basic.column_weighted_mean(x, weights, STREAM_BLOCK)
-    # float64 accumulation cannot overflow on finite float32 input, so a non-finite
-    # result proves a non-finite input.
-    if not np.isfinite(out).all():
+    out, finite = _basic.column_weighted_mean(x, weights, MEAN_BLOCK)
+    if not finite:
         _raise_non_finite(x)
     return out
 
@@ -130,7 +128,7 @@ def _multi_krum(x, p, screened):
     # Zero weight on the others averages the chosen rows without copying them out.
     weights = np.zeros(n)
     weights[chosen] = 1.0 / m
-    return _basic.column_weighted_mean(x, weights, STREAM_BLOCK)
+    return _basic.column_weighted_mean(x, weights, MEAN_BLOCK)[0]
 
 
 def _bulyan(x, p, screened):
