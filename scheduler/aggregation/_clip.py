@@ -27,13 +27,17 @@ def clipped_step(x, center, factors, block):
         j0 = b * block
         width = min(block, d - j0)
         acc = np.zeros(width, np.float64)
+        # center sliced like the rows: center[j0 + c] keeps numba's negative-index
+        # wraparound in the loop, which stops LLVM from vectorizing it.
+        middle = center[j0 : j0 + width]
         for i in range(n):
             weight = factors[i]
             row = x[i, j0 : j0 + width]
             for c in range(width):
-                acc[c] += weight * (np.float64(row[c]) - center[j0 + c])
+                acc[c] += weight * (np.float64(row[c]) - middle[c])
+        dst = out[j0 : j0 + width]
         for c in range(width):
-            out[j0 + c] = center[j0 + c] + acc[c] / n
+            dst[c] = middle[c] + acc[c] / n
     return out
 
 

@@ -240,8 +240,9 @@ def column_median_blocked(x, program, rank_row):
         _load_blocks_and_merge(x, j0, width, program, flat)
         lo = lo_row * tile
         hi = hi_row * tile
+        dst = out[j0 : j0 + width]
         for c in range(width):
-            out[j0 + c] = (np.float64(flat[lo + c]) + np.float64(flat[hi + c])) * 0.5
+            dst[c] = (np.float64(flat[lo + c]) + np.float64(flat[hi + c])) * 0.5
     return out
 
 
@@ -263,6 +264,7 @@ def column_trimmed_mean_blocked(x, program, rank_row, trim):
             row = flat[rank_row[r] * tile : rank_row[r] * tile + width]
             for c in range(width):
                 acc[c] += row[c]
+        dst = out[j0 : j0 + width]
         for c in range(width):
-            out[j0 + c] = acc[c] / kept
+            dst[c] = acc[c] / kept
     return out

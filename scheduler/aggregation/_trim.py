@@ -349,6 +349,7 @@ def column_trimmed_mean_partition(x, trim):
             _copy_to_row0(x, r, j0, width, flat)
             _insert_row(flat, trim, width, lists, acc)
         tile_finite[t] = _all_finite(acc, flat, lists, 2 * trim, width)
+        dst = out[j0 : j0 + width]  # sliced: out[j0 + c] would not vectorize (see _merge_block)
         for c in range(width):
-            out[j0 + c] = acc[c] / kept
+            dst[c] = acc[c] / kept
     return out, tile_finite.all()
