@@ -158,14 +158,18 @@ def test_selection_program_sorts_every_rank(n):
 
 
 @pytest.mark.parametrize("tile", [1, 5, 256])
-def test_order_kernels_with_odd_tiles(tile):
+@pytest.mark.parametrize("n", [7, 11])  # 7: the network kernels, which take the tile; 11: register-blocked
+def test_order_kernels_with_odd_tiles(tile, n):
     """Median and trimmed mean are exact for any tile width, including d not a multiple."""
-    x = random_updates(np.random.default_rng(tile), 11, 517)
-    program, rank_row = _order.selection_program(11, 5, 5)
-    np.testing.assert_array_equal(_order.column_median(x, program, rank_row, tile), naive_median(x).astype(np.float32))
-    program, rank_row = _order.selection_program(11, 2, 8)
-    want = NAIVE["trimmed_mean"](x, beta=0.2)
-    np.testing.assert_allclose(_order.column_trimmed_mean(x, program, rank_row, 2, tile), want, rtol=RTOL)
+    x = random_updates(np.random.default_rng(tile), n, 517)
+    program, rank_row = _order.selection_program(n, (n - 1) // 2, n // 2)
+    median, finite = _order.column_median(x, program, rank_row, tile)
+    assert finite
+    np.testing.assert_array_equal(median, naive_median(x).astype(np.float32))
+    program, rank_row = _order.selection_program(n, 1, n - 2)
+    trimmed, finite = _order.column_trimmed_mean(x, program, rank_row, 1, tile)
+    assert finite
+    np.testing.assert_allclose(trimmed, NAIVE["trimmed_mean"](x, beta=1 / n), rtol=RTOL)
 
 
 def test_clip_norm_applies_before_the_rule():

@@ -1,4 +1,4 @@
-"""The partition kernel of the trimmed mean (``_trim``) against a sort, at every n and trim it serves."""
+"""The partition trimmed mean (``_trim``) against a sort, and non-finite detection inside the order kernels."""
 
 from __future__ import annotations
 
@@ -72,3 +72,17 @@ def test_any_non_finite_value_is_detected(n, k, bad):
             with pytest.raises(agg.NonFiniteUpdateError) as caught:
                 agg.aggregate(x, "trimmed_mean", beta=k / n)
             assert list(caught.value.rows) == [row]
+
+
+@pytest.mark.parametrize("n,rule,params", [(8, "median", {}), (13, "median", {}), (32, "median", {}),
+                                           (32, "trimmed_mean", {"beta": 0.2})])  # trim 6: sorting network
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_register_blocked_kernels_detect_non_finite_anywhere(n, rule, params, bad):
+    """The register-blocked median and trimmed mean check values as they load them."""
+    rng = np.random.default_rng(n)
+    for row in range(n):
+        x = make("random", rng, n, 600)
+        x[row, (row * 37) % 600] = bad  # some land in the ragged last tile
+        with pytest.raises(agg.NonFiniteUpdateError) as caught:
+            agg.aggregate(x, rule, **params)
+        assert list(caught.value.rows) == [row]

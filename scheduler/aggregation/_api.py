@@ -2,10 +2,10 @@
 
 Non-finite policy: ``aggregate`` never returns NaN/Inf produced by a bad row. Rules whose
 arithmetic provably propagates NaN/Inf (the float64 means, the Gram matrix, the clipping
-norms) detect it from their own result and only then locate the bad rows; so does the
-partition trimmed mean (its comparators only swap values, so every value is either
-summed or checked among the dropped ones). The other comparison kernels (median, the
-sorting-network trimmed mean), which could silently drop a NaN, screen first.
+norms) detect it from their own result and only then locate the bad rows. Rules built on
+comparisons could silently drop a NaN: the partition trimmed mean checks every value it
+sums or drops, the register-blocked median and trimmed mean (n >= 8) check every value
+as they load it, and only the small-n networks (n < 8) screen first.
 """
 
 from __future__ import annotations
@@ -82,16 +82,20 @@ def _weighted_mean(x, p, screened):
     return _checked_mean(x, capped_weights(p["weights"], x.shape[0], p["cap_factor"]))
 
 
-def _median_unscreened(x):
+def _column_median(x):
+    """(median, all input finite); the flag is only meaningful when _order.checks_finite(n)."""
     n = x.shape[0]
     program, rank_row = _order.selection_program(n, (n - 1) // 2, n // 2)
     return _order.column_median(x, program, rank_row, ORDER_TILE)
 
 
 def _median(x, p, screened):
-    if not screened:
+    if not screened and not _order.checks_finite(x.shape[0]):
         _require_finite_rows(x)
-    return _median_unscreened(x)
+    out, finite = _column_median(x)
+    if not finite:
+        _raise_non_finite(x)
+    return out
 
 
 def _trimmed_mean(x, p, screened):
@@ -99,13 +103,14 @@ def _trimmed_mean(x, p, screened):
     k = trim_count(p["beta"], n)
     if _trim.serves(n, k):
         out, finite = _trim.column_trimmed_mean_partition(x, k)
-        if not finite:
-            _raise_non_finite(x)
-        return out
-    if not screened:
-        _require_finite_rows(x)
-    program, rank_row = _order.selection_program(n, k, n - 1 - k)
-    return _order.column_trimmed_mean(x, program, rank_row, k, ORDER_TILE)
+    else:
+        if not screened and not _order.checks_finite(n):
+            _require_finite_rows(x)
+        program, rank_row = _order.selection_program(n, k, n - 1 - k)
+        out, finite = _order.column_trimmed_mean(x, program, rank_row, k, ORDER_TILE)
+    if not finite:
+        _raise_non_finite(x)
+    return out
 
 
 def pairwise_sq_distances(x: np.ndarray) -> np.ndarray:
@@ -142,7 +147,8 @@ def _bulyan(x, p, screened):
 def _centered_clip(x, p, screened):
     d = x.shape[1]
     if p["center"] is None:
-        center = _median_unscreened(x).astype(np.float64)
+        # A non-finite row is caught by the row norms below (the median's flag may be unset).
+        center = _column_median(x)[0].astype(np.float64)
     else:
         center = np.ascontiguousarray(p["center"], dtype=np.float64)
         if center.shape != (d,) or not np.isfinite(center).all():

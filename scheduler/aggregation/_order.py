@@ -57,29 +57,35 @@ def _load_and_sort(x, rows, j0, width, program, buf):
     _select.run_program(buf, program, width)
 
 
+def checks_finite(n: int) -> bool:
+    """True if ``column_median``/``column_trimmed_mean`` detect NaN/Inf input at n rows."""
+    return n >= _select.BLOCK_ROWS
+
+
 def column_median(x, program, rank_row, tile):
-    """Coordinate-wise median; ``program``/``rank_row`` from ``selection_program(n, (n-1)//2, n//2)``.
+    """(coordinate-wise median, all input finite); ``program``/``rank_row`` from
+    ``selection_program(n, (n-1)//2, n//2)``.
 
     From 8 rows on, the register-blocked kernel of ``_select`` (its own network, fixed
-    tile) is ~1.2-1.3x faster; the given network and tile serve the smaller n.
+    tile) is ~1.2-1.3x faster and checks finiteness while loading; the given network and
+    tile serve the smaller n and do not check (the flag is then True: screen first, see
+    ``checks_finite``).
     """
     n = x.shape[0]
     if n >= _select.BLOCK_ROWS:
         merge, merge_rank_row = _select.merge_program(n, (n - 1) // 2, n // 2)
         return _select.column_median_blocked(x, merge, merge_rank_row)
-    return _network_median(x, program, rank_row, tile)
+    return _network_median(x, program, rank_row, tile), True
 
 
 def column_trimmed_mean(x, program, rank_row, trim, tile):
-    """Mean of each column without its ``trim`` smallest and largest values (see column_median).
-
-    Callers prefer ``_trim`` where it serves (trims 1-4 from 8 rows on).
-    """
+    """(mean of each column without its ``trim`` smallest and largest values, all input
+    finite), as ``column_median``. Callers prefer ``_trim`` where it serves."""
     n = x.shape[0]
     if n >= _select.BLOCK_ROWS:
         merge, merge_rank_row = _select.merge_program(n, trim, n - 1 - trim)
         return _select.column_trimmed_mean_blocked(x, merge, merge_rank_row, trim)
-    return _network_trimmed_mean(x, program, rank_row, trim, tile)
+    return _network_trimmed_mean(x, program, rank_row, trim, tile), True
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)

@@ -209,57 +209,69 @@ def _merge_blocks(flat, r0, width):
 
 @njit(fastmath=FASTMATH, cache=True)
 def _load_blocks_and_merge(x, j0, width, program, flat):
-    """Tile rows = x[:, j0:j0+width] with each full 8-row block sorted, then the program."""
+    """Tile rows = x[:, j0:j0+width] with each full 8-row block sorted, then the program.
+
+    Returns True if every value copied in was finite: ``v * 0.0`` is NaN exactly for
+    NaN/Inf v (FASTMATH has no nnan, so it is not folded), summed while copying, which
+    costs far less than a separate screening pass over x.
+    """
     n = x.shape[0]
     buf = flat.reshape((n + 2, MEDIAN_TILE))
+    check = np.float32(0.0)
     for r in range(n):
         src = x[r, j0 : j0 + width]
         dst = buf[r]
         for c in range(width):
             dst[c] = src[c]
+            check += src[c] * np.float32(0.0)
     for r0 in range(0, n - BLOCK_ROWS + 1, BLOCK_ROWS):
         _sort_block(flat, r0, width)
     for r0 in range(0, n - 2 * BLOCK_ROWS + 1, 2 * BLOCK_ROWS):
         _merge_blocks(flat, r0, width)
     run_program(buf, program, width)
+    return check == 0.0
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def column_median_blocked(x, program, rank_row):
-    """Coordinate-wise median with ``merge_program(n, (n-1)//2, n//2)``; float64 middle mean."""
+    """(coordinate-wise median, all input finite) with ``merge_program(n, (n-1)//2, n//2)``;
+    float64 middle mean."""
     n, d = x.shape
     tile = MEDIAN_TILE
     out = np.empty(d, np.float32)
     lo_row = rank_row[(n - 1) // 2]
     hi_row = rank_row[n // 2]
     ntiles = (d + tile - 1) // tile
+    tile_finite = np.empty(ntiles, np.bool_)
     for t in prange(ntiles):
         flat = np.empty((n + 2) * tile, np.float32)
         j0 = t * tile
         width = min(tile, d - j0)
-        _load_blocks_and_merge(x, j0, width, program, flat)
+        tile_finite[t] = _load_blocks_and_merge(x, j0, width, program, flat)
         lo = lo_row * tile
         hi = hi_row * tile
         dst = out[j0 : j0 + width]
         for c in range(width):
             dst[c] = (np.float64(flat[lo + c]) + np.float64(flat[hi + c])) * 0.5
-    return out
+    return out, tile_finite.all()
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def column_trimmed_mean_blocked(x, program, rank_row, trim):
-    """Trimmed mean with ``merge_program(n, trim, n-1-trim)``: float64 sum of the kept ranks."""
+    """(trimmed mean, all input finite) with ``merge_program(n, trim, n-1-trim)``: float64
+    sum of the kept ranks."""
     n, d = x.shape
     tile = MEDIAN_TILE
     out = np.empty(d, np.float32)
     kept = n - 2 * trim
     ntiles = (d + tile - 1) // tile
+    tile_finite = np.empty(ntiles, np.bool_)
     for t in prange(ntiles):
         flat = np.empty((n + 2) * tile, np.float32)
         acc = np.zeros(tile, np.float64)
         j0 = t * tile
         width = min(tile, d - j0)
-        _load_blocks_and_merge(x, j0, width, program, flat)
+        tile_finite[t] = _load_blocks_and_merge(x, j0, width, program, flat)
         for r in range(trim, n - trim):
             row = flat[rank_row[r] * tile : rank_row[r] * tile + width]
             for c in range(width):
@@ -267,4 +279,4 @@ def column_trimmed_mean_blocked(x, program, rank_row, trim):
         dst = out[j0 : j0 + width]
         for c in range(width):
             dst[c] = acc[c] / kept
-    return out
+    return out, tile_finite.all()
