@@ -12,9 +12,20 @@ from numba import njit, prange
 from ._config import FASTMATH
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+# Outputs are allocated by numpy, not inside the kernels: numpy asks for transparent huge
+# pages on big arrays, so a 40 MB result costs ~20 page faults instead of ~10,000
+# (measured 62 -> 50 ms for the mean at n = 32, d = 1e7 on this VM).
+
+
 def column_weighted_mean(x, weights, block):
-    """(sum_i weights[i] * x[i, :] in float64 per column, stored as float32; all sums finite).
+    """(sum_i weights[i] * x[i, :] in float64 per column, stored as float32; all sums finite)."""
+    out = np.empty(x.shape[1], np.float32)
+    return out, _weighted_mean_into(x, weights, block, out)
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _weighted_mean_into(x, weights, block, out):
+    """out = sum_i weights[i] * x[i, :] (float64 sums); returns True if all sums are finite.
 
     For the plain mean pass weights = 1/n. Non-finite inputs propagate to the float64 sums
     (no fast-math nnan/ninf), and float64 cannot overflow on float32 input, so the flag
@@ -23,7 +34,6 @@ def column_weighted_mean(x, weights, block):
     (measured 69 -> 53 ms at n = 32, d = 1e7, block 8192).
     """
     n, d = x.shape
-    out = np.empty(d, np.float32)
     nblocks = (d + block - 1) // block
     block_finite = np.empty(nblocks, np.bool_)
     for b in prange(nblocks):
@@ -47,7 +57,7 @@ def column_weighted_mean(x, weights, block):
         dst = out[j0:j1]
         for c in range(width):
             dst[c] = acc[c]
-    return out, block_finite.all()
+    return block_finite.all()
 
 
 @njit(fastmath={"reassoc"}, cache=True)
@@ -98,11 +108,16 @@ def row_sq_norms(x, center, use_center, chunk):
     return out
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
 def scale_rows(x, factors, block):
     """Copy of x with row i multiplied by factors[i] (float32 arithmetic)."""
-    n, d = x.shape
     out = np.empty_like(x)
+    _scale_rows_into(x, factors, block, out)
+    return out
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _scale_rows_into(x, factors, block, out):
+    n, d = x.shape
     nblocks = (d + block - 1) // block
     for b in prange(nblocks):
         j0 = b * block
@@ -113,7 +128,6 @@ def scale_rows(x, factors, block):
             scaled = out[i, j0:j1]
             for c in range(j1 - j0):
                 scaled[c] = row[c] * f
-    return out
 
 
 @njit(parallel=True, fastmath={"reassoc"}, cache=True)

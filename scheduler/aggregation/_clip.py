@@ -17,11 +17,16 @@ from numba import njit, prange
 from ._config import FASTMATH
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
 def clipped_step(x, center, factors, block):
     """v + (1/n) sum_i factors[i] * (x_i - v), column block by column block, in float64."""
+    out = np.empty(x.shape[1], np.float64)  # by numpy: huge pages, see _basic
+    _clipped_step_into(x, center, factors, block, out)
+    return out
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _clipped_step_into(x, center, factors, block, out):
     n, d = x.shape
-    out = np.empty(d, np.float64)
     nblocks = (d + block - 1) // block
     for b in prange(nblocks):
         j0 = b * block
@@ -38,7 +43,6 @@ def clipped_step(x, center, factors, block):
         dst = out[j0 : j0 + width]
         for c in range(width):
             dst[c] = middle[c] + acc[c] / n
-    return out
 
 
 def clip_factors(sq_norms: np.ndarray, tau: float) -> np.ndarray:

@@ -75,7 +75,9 @@ def column_median(x, program, rank_row, tile):
     if n >= _select.BLOCK_ROWS:
         merge, merge_rank_row = _select.merge_program(n, (n - 1) // 2, n // 2)
         return _select.column_median_blocked(x, merge, merge_rank_row)
-    return _network_median(x, program, rank_row, tile), True
+    out = np.empty(x.shape[1], np.float32)  # by numpy: huge pages, see _basic
+    _network_median(x, program, rank_row, tile, out)
+    return out, True
 
 
 def column_trimmed_mean(x, program, rank_row, trim, tile):
@@ -85,14 +87,15 @@ def column_trimmed_mean(x, program, rank_row, trim, tile):
     if n >= _select.BLOCK_ROWS:
         merge, merge_rank_row = _select.merge_program(n, trim, n - 1 - trim)
         return _select.column_trimmed_mean_blocked(x, merge, merge_rank_row, trim)
-    return _network_trimmed_mean(x, program, rank_row, trim, tile), True
+    out = np.empty(x.shape[1], np.float32)
+    _network_trimmed_mean(x, program, rank_row, trim, tile, out)
+    return out, True
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _network_median(x, program, rank_row, tile):
+def _network_median(x, program, rank_row, tile, out):
     """Coordinate-wise median; for even n the mean of the two middle values (in float64)."""
     n, d = x.shape
-    out = np.empty(d, np.float32)
     rows = np.arange(n)
     lo_row = rank_row[(n - 1) // 2]
     hi_row = rank_row[n // 2]
@@ -104,14 +107,12 @@ def _network_median(x, program, rank_row, tile):
         _load_and_sort(x, rows, j0, width, program, buf)
         for c in range(width):
             out[j0 + c] = (np.float64(buf[lo_row, c]) + np.float64(buf[hi_row, c])) * 0.5
-    return out
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _network_trimmed_mean(x, program, rank_row, trim, tile):
+def _network_trimmed_mean(x, program, rank_row, trim, tile, out):
     """Per column, drop the `trim` smallest and `trim` largest values and average the rest."""
     n, d = x.shape
-    out = np.empty(d, np.float32)
     rows = np.arange(n)
     kept = n - 2 * trim
     ntiles = (d + tile - 1) // tile
@@ -128,11 +129,17 @@ def _network_trimmed_mean(x, program, rank_row, trim, tile):
                 acc[c] += row[c]
         for c in range(width):
             out[j0 + c] = acc[c] / kept
+
+
+def column_mean_near_median(x, rows, keep, program, rank_row, tile):
+    """Bulyan's coordinate stage (see ``_mean_near_median_into``)."""
+    out = np.empty(x.shape[1], np.float32)
+    _mean_near_median_into(x, rows, keep, program, rank_row, tile, out)
     return out
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def column_mean_near_median(x, rows, keep, program, rank_row, tile):
+def _mean_near_median_into(x, rows, keep, program, rank_row, tile, out):
     """Bulyan's coordinate stage over x[rows]: average the `keep` values nearest the median.
 
     From the sorted column, a window grows outwards from the middle rank(s), each step
@@ -141,7 +148,6 @@ def column_mean_near_median(x, rows, keep, program, rank_row, tile):
     """
     m = rows.shape[0]
     d = x.shape[1]
-    out = np.empty(d, np.float32)
     lo_rank = (m - 1) // 2
     hi_rank = m // 2
     ntiles = (d + tile - 1) // tile
@@ -171,4 +177,3 @@ def column_mean_near_median(x, rows, keep, program, rank_row, tile):
                     hi += 1
                     total += column[hi]
             out[j0 + c] = total / keep
-    return out

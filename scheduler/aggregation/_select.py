@@ -232,13 +232,17 @@ def _load_blocks_and_merge(x, j0, width, program, flat):
     return check == 0.0
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
 def column_median_blocked(x, program, rank_row):
     """(coordinate-wise median, all input finite) with ``merge_program(n, (n-1)//2, n//2)``;
     float64 middle mean."""
+    out = np.empty(x.shape[1], np.float32)  # by numpy: huge pages, see _basic
+    return out, _median_into(x, program, rank_row, out)
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _median_into(x, program, rank_row, out):
     n, d = x.shape
     tile = MEDIAN_TILE
-    out = np.empty(d, np.float32)
     lo_row = rank_row[(n - 1) // 2]
     hi_row = rank_row[n // 2]
     ntiles = (d + tile - 1) // tile
@@ -253,16 +257,20 @@ def column_median_blocked(x, program, rank_row):
         dst = out[j0 : j0 + width]
         for c in range(width):
             dst[c] = (np.float64(flat[lo + c]) + np.float64(flat[hi + c])) * 0.5
-    return out, tile_finite.all()
+    return tile_finite.all()
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
 def column_trimmed_mean_blocked(x, program, rank_row, trim):
     """(trimmed mean, all input finite) with ``merge_program(n, trim, n-1-trim)``: float64
     sum of the kept ranks."""
+    out = np.empty(x.shape[1], np.float32)
+    return out, _trimmed_mean_into(x, program, rank_row, trim, out)
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _trimmed_mean_into(x, program, rank_row, trim, out):
     n, d = x.shape
     tile = MEDIAN_TILE
-    out = np.empty(d, np.float32)
     kept = n - 2 * trim
     ntiles = (d + tile - 1) // tile
     tile_finite = np.empty(ntiles, np.bool_)
@@ -279,4 +287,4 @@ def column_trimmed_mean_blocked(x, program, rank_row, trim):
         dst = out[j0 : j0 + width]
         for c in range(width):
             dst[c] = acc[c] / kept
-    return out, tile_finite.all()
+    return tile_finite.all()

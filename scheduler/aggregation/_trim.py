@@ -317,17 +317,25 @@ def _all_finite(acc, flat, first, rows, width):
     return check == 0.0
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
 def column_trimmed_mean_partition(x, trim):
     """(mean of each column without its `trim` smallest and largest values, all input finite).
 
-    Needs ``serves(n, trim)``. Comparators only ever swap values, so every input ends up
-    either in a float64 sum (where NaN/Inf propagate) or among the dropped values (checked
-    at the end of the tile): non-finite input is detected without a screening pass.
+    Needs ``serves(n, trim)``. The output is allocated by numpy (huge pages, see _basic).
+    """
+    out = np.empty(x.shape[1], np.float32)
+    return out, _trimmed_mean_into(x, trim, out)
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _trimmed_mean_into(x, trim, out):
+    """Writes the trimmed means into out; returns True if all input was finite.
+
+    Comparators only ever swap values, so every input ends up either in a float64 sum
+    (where NaN/Inf propagate) or among the dropped values (checked at the end of the
+    tile): non-finite input is detected without a screening pass.
     """
     n, d = x.shape
     W = TRIM_TILE
-    out = np.empty(d, np.float32)
     kept = n - 2 * trim
     full_blocks = n // BLOCK_ROWS
     ntiles = (d + W - 1) // W
@@ -352,4 +360,4 @@ def column_trimmed_mean_partition(x, trim):
         dst = out[j0 : j0 + width]  # sliced: out[j0 + c] would not vectorize (see _merge_block)
         for c in range(width):
             dst[c] = acc[c] / kept
-    return out, tile_finite.all()
+    return tile_finite.all()
