@@ -205,6 +205,10 @@ def run_baseline(spec: JobSpec, workers: int = 4,
     actors = [actor_cls.remote(config.to_json()) for _ in range(workers)]
     try:
         ray.get([a.ready.remote() for a in actors])
+        # One untimed call per actor, as shardgrid's workers run a one-round warm-up job: the
+        # first remote call with an array pays Ray's lazy set-up (about 0.1 s here), not training.
+        warm_params = ray.put(config.initial_params())
+        ray.get([a.compute.remote(warm_params, FIRST_ROUND, [0]) for a in actors])
         result = RunResult("ray-baseline", workers, target_accuracy=spec.target_accuracy,
                            setup_s=time.perf_counter() - setup_started)
         # One BLAS thread in the driver, like the coordinator process: small matrices evaluated

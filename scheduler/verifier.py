@@ -1,14 +1,17 @@
 """Applies the verification policy to the open rounds: replicas, spot checks, disputes, bans.
 
-Re-executions run in a process pool of the coordinator's own (spawned, never forked), so the RPC
-threads never compute; their outcome is applied under the coordinator lock when it arrives.
+Re-executions run off the RPC threads: a tiny shard (below `INLINE_REEXECUTION_FLOPS`, a fraction
+of a millisecond) on one helper thread of the coordinator, since handing it to another process
+costs more than computing it; anything bigger in a process pool of the coordinator's own
+(spawned, never forked), so a long computation never holds the coordinator's interpreter. Their
+outcome is applied under the coordinator lock when it arrives.
 """
 from __future__ import annotations
 
 import logging
 import multiprocessing
 import random
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,6 +25,9 @@ if TYPE_CHECKING:
     from scheduler.core import Coordinator
 
 log = logging.getLogger("shardgrid.verify")
+
+# About 0.2 ms of numpy here; the process pool's pickling and hand-off alone take longer.
+INLINE_REEXECUTION_FLOPS = 20e6
 
 
 def reexecute(workload_json: str, params: np.ndarray, round_no: int, shard: int) -> np.ndarray:
@@ -38,6 +44,7 @@ class Verifier:
         self.co = co
         self.rng = random.Random(seed)
         self._pool: ProcessPoolExecutor | None = None
+        self._inline = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reexecute")
 
     def warm(self) -> None:
         """Start the pool process now, so the first spot check does not wait for its imports."""
@@ -50,6 +57,7 @@ class Verifier:
         return self._pool
 
     def close(self) -> None:
+        self._inline.shutdown(wait=True, cancel_futures=True)
         if self._pool is not None:
             # waiting (a re-execution takes milliseconds) lets the pool release its semaphores
             self._pool.shutdown(wait=True, cancel_futures=True)
@@ -143,10 +151,26 @@ class Verifier:
         state = job.shards[shard]
         state.checking = True
         self.co.count(job.job_id, "reexecutions")
-        future = self._ensure_pool().submit(reexecute, job.workload_json, job.params, job.round,
-                                   shard)
         round_no = job.round
-        future.add_done_callback(lambda f: self._on_reference(job, round_no, shard, f))
+        args = (job.workload_json, job.params, round_no, shard)
+        if job.task_flops < INLINE_REEXECUTION_FLOPS:
+            # Computed and applied on the helper thread, never in the caller, which holds the
+            # lock in the middle of an update.
+            self._inline.submit(self._reexecute_here, job, round_no, shard, args)
+        else:
+            future = self._ensure_pool().submit(reexecute, *args)
+            future.add_done_callback(lambda f: self._on_reference(job, round_no, shard, f))
+
+    def _reexecute_here(self, job: JobRuntime, round_no: int, shard: int, args: tuple) -> None:
+        future: Future = Future()
+        try:
+            future.set_result(reexecute(*args))
+        except Exception as exc:  # pragma: no cover - a bug; the pool's own retry takes over
+            log.warning("re-execution of round %d shard %d failed here: %r", round_no, shard, exc)
+            future = self._ensure_pool().submit(reexecute, *args)
+            future.add_done_callback(lambda f: self._on_reference(job, round_no, shard, f))
+            return
+        self._on_reference(job, round_no, shard, future)
 
     def _on_reference(self, job: JobRuntime, round_no: int, shard: int, future: Future) -> None:
         with self.co.lock:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from protos.codec import encode_tensor, sha256_hex
+from scheduler import verifier
 from scheduler.core import Coordinator
 from scheduler.figures import job_figures
 from scheduler.errors import GatewayError, Reject
@@ -91,9 +92,14 @@ def test_colluding_newcomers_that_agree_are_caught(tmp_path):
     co.stop()
 
 
-def test_disagreement_is_settled_by_reexecution_and_liars_are_banned(tmp_path):
+@pytest.mark.parametrize("reexecuted_in", ["helper thread", "process pool"])
+def test_disagreement_is_settled_by_reexecution_and_liars_are_banned(tmp_path, monkeypatch,
+                                                                     reexecuted_in):
     """A wrong replica is proven wrong by re-execution; at ban_after it is banned, refused, and
-    its pending results are dropped; the honest copy settles the shard."""
+    its pending results are dropped; the honest copy settles the shard. Tiny shards are
+    re-executed on a thread of the coordinator, bigger ones in its process pool."""
+    if reexecuted_in == "process pool":
+        monkeypatch.setattr(verifier, "INLINE_REEXECUTION_FLOPS", 0)
     co = Coordinator(tmp_path / "s.db")
     co.start()
     job_id = co.submit_job(small_spec(rounds=5, shards=2, extra="\n[verification]\nban_after = 1\n"))
