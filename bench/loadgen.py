@@ -46,7 +46,7 @@ from protos import signing
 from protos.codec import (ENCODING_F32LE, GRPC_OPTIONS, decode_tensor, encode_tensor, reassemble,
                           sha256_hex)
 from scheduler.client import JobClient
-from scheduler.server import settle_garbage_collector
+from worker.heap import settle_garbage_collector
 from worker.workloads import WorkloadConfig, compute_update
 
 # Tiny and plentiful shards: a 4-feature, 2-class softmax (10 parameters). A round has

@@ -14,15 +14,17 @@ if TYPE_CHECKING:
 def job_figures(co: "Coordinator", job_id: str) -> dict:
     """Everything a status call reports, as plain values."""
     job = co.job(job_id)
-    row = co.store.one("SELECT * FROM jobs WHERE job_id=?", (job_id,))
+    # The row and the in-memory status in one snapshot: a round closes (row written, status
+    # set) under the lock, so neither can show a finished job with the previous round's figures.
+    with co.lock:
+        row = co.store.one("SELECT * FROM jobs WHERE job_id=?", (job_id,))
+        status, round_no, waiting = job.status, job.round, job.waiting_for()
     counts = co.store.rejection_counts(job_id)
     rejected = {Reject(code).label: n for code, n in counts.items()}
     late = sum(n for code, n in counts.items() if Reject(code) in BENIGN_REJECTIONS)
     end = row["finished_at"] or co.clock()
-    with co.lock:
-        waiting = job.waiting_for()
     return {
-        "job_id": job_id, "name": job.spec.name, "status": job.status, "round": job.round,
+        "job_id": job_id, "name": job.spec.name, "status": status, "round": round_no,
         "rounds_total": job.spec.rounds, "final_loss": row["final_loss"] or 0.0,
         "final_accuracy": row["final_accuracy"] or 0.0, "wall_s": end - row["created_at"],
         "results_accepted": co.store.accepted_count(job_id),

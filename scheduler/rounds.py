@@ -1,8 +1,9 @@
 """Round lifecycle: create a job, close a round (aggregate, step, evaluate, commit), recover.
 
 Only the round-driver thread calls close_round, so aggregation kernels never run concurrently.
-A round commit is a single transaction after the new blobs are on disk: a coordinator killed at
-any point either redoes the aggregation from the stored updates or finds it done.
+A round commit is a single transaction (holding its small blobs) after its large blobs are on
+disk: a coordinator killed at any point either redoes the aggregation from the stored updates or
+finds it done.
 
 Fault injection (tests and bench/chaos.py only, off by default): SHARDGRID_FAULT="POINT:ROUND"
 makes the coordinator SIGKILL itself when closing round ROUND reaches POINT, one of FaultPoint.
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from protos.codec import encode_tensor, sha256_hex
 from scheduler.jobs import TERMINAL, Accepted, JobRuntime, Lease
 from scheduler.optim import Optimizer
 from scheduler.spec import JobSpec, parse_spec
@@ -130,10 +132,14 @@ def close_round(co: "Coordinator", job: JobRuntime) -> None:
     new_params = job.optimizer.step(params, aggregate)
     loss, accuracy = evaluate_params(job.spec.workload, new_params)
     _maybe_die(FaultPoint.AFTER_AGGREGATE, round_no)
-    params_digest = co.blobs.put_tensor(new_params)
-    optimizer_digest = co.blobs.put_tensor(job.optimizer.state())
-    # Stored so that centered clipping restarts from the same center after a coordinator restart.
-    aggregate_digest = co.blobs.put_tensor(aggregate)
+    # The aggregate is stored so that centered clipping restarts from the same center after a
+    # coordinator restart. Large blobs are files written now, outside the lock; small ones are
+    # rows of the round's own transaction below (one commit, not one per blob).
+    blobs = [encode_tensor(a) for a in (new_params, job.optimizer.state(), aggregate)]
+    for data in blobs:
+        if not co.blobs.is_small(len(data)):
+            co.blobs.put(data)
+    params_digest, optimizer_digest, aggregate_digest = (sha256_hex(data) for data in blobs)
     _maybe_die(FaultPoint.BEFORE_COMMIT, round_no)
     now = co.clock()
     with co.lock:
@@ -141,6 +147,9 @@ def close_round(co: "Coordinator", job: JobRuntime) -> None:
         finished = (round_no + 1 >= job.spec.rounds
                     or (job.spec.target_accuracy > 0 and accuracy >= job.spec.target_accuracy))
         with co.store.transaction() as db:
+            for data in blobs:
+                if co.blobs.is_small(len(data)):
+                    co.blobs.put(data)
             db.execute("INSERT INTO rounds(job_id, round, params_digest, next_params_digest, loss,"
                        " accuracy, updates, wall_s, closed_at, aggregate_digest, applied_leases)"
                        " VALUES(?,?,?,?,?,?,?,?,?,?,?)",

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 import sys
@@ -15,6 +14,7 @@ from protos import shardgrid_pb2_grpc as rpc
 from protos.codec import GRPC_OPTIONS
 from scheduler.core import Coordinator
 from scheduler.service import Blocking, JobService, WorkerGateway
+from worker.heap import settle_garbage_collector
 
 log = logging.getLogger("shardgrid.coordinator")
 
@@ -95,16 +95,6 @@ class CoordinatorServer:
 
     def __exit__(self, *exc) -> None:
         self.stop(grace=0.5)
-
-
-def settle_garbage_collector() -> None:
-    """Every call allocates messages, futures and coroutines, so collections run all the time;
-    scanning the start-up heap (numba, numpy, datasets) each time cost 13% of the event loop at
-    1,000 workers. Freeze what start-up built (never scanned again) and collect young objects
-    less often; what a call allocates is freed by reference counting anyway."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
 
 
 def run(db_path: str, host: str, port: int) -> int:

@@ -34,6 +34,7 @@ def _preload_workloads() -> None:
 def cmd_worker(args) -> int:
     from worker.agent import WorkerAgent
     from worker.behaviors import Misbehavior
+    from worker.heap import settle_garbage_collector
     from worker.profile import measure_profile
     from worker.profiles import Pacing, emulated_profile, hardware_class, session_length
 
@@ -44,6 +45,7 @@ def cmd_worker(args) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: agent.request_stop())
     _preload_workloads()
+    settle_garbage_collector()
     # Unseeded runs still differ per worker (noise, churn) and repeat per key.
     seed = args.seed if args.seed is not None else int(agent.worker_id[:8], 16)
     agent.misbehavior = Misbehavior(args.behavior, seed=seed, attack_after=args.attack_after)

@@ -41,9 +41,8 @@ class WorkloadConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "WorkloadConfig":
-        raw = json.loads(text)
-        raw["hidden"] = tuple(raw.get("hidden", ()))
-        return cls(**raw)
+        # Every lease carries the same JSON for a whole job: parse it once (the config is frozen).
+        return _config_from_json(text)
 
     def dataset_obj(self) -> Dataset:
         return load_dataset(self.dataset, self.samples, self.features, self.classes,
@@ -59,6 +58,13 @@ class WorkloadConfig:
     def flops_per_sample(self) -> float:
         # forward + backward of a dense net: about 6 multiply-adds per parameter per sample
         return 6.0 * self.layout().size
+
+
+@functools.lru_cache(maxsize=16)
+def _config_from_json(text: str) -> WorkloadConfig:
+    raw = json.loads(text)
+    raw["hidden"] = tuple(raw.get("hidden", ()))
+    return WorkloadConfig(**raw)
 
 
 @functools.lru_cache(maxsize=8)
