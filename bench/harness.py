@@ -169,8 +169,8 @@ def _wait_for_workers(client, count: int, timeout_s: float = 90.0) -> None:
 
 
 def _add_final_round(run: ShardgridRun, samples: int) -> None:
-    """WatchJob reports the latest round when several closed between two events; the final one
-    matters most (time to target), so recover it from the job's final figures if it was skipped."""
+    """The final round matters most (time to target): if the watch missed it (a coordinator that
+    went away at the end), recover it from the job's final figures."""
     done = int(run.job.get("round", 0))
     if done and (not run.per_round or run.per_round[-1]["round"] < done - 1):
         run.per_round.append({"round": done - 1, "wall_s": float(run.job["wall_s"]),

@@ -94,7 +94,11 @@ class JobClient:
                                    "accuracy": event.round.accuracy, "updates": event.round.updates,
                                    "wall_s": event.round.wall_s}
                     yield {"job": job, "round": summary}
-                    if job["status"] in TERMINAL:
+                    # Rounds that closed together arrive as one event each, all carrying the
+                    # job's latest figures: the end is the event of the last round (or none).
+                    last_round = int(job.get("round", 0)) - 1
+                    if job["status"] in TERMINAL and (summary is None
+                                                      or summary["round"] >= last_round):
                         return
                 return
             except grpc.RpcError as exc:

@@ -256,3 +256,8 @@ def test_watch_reports_every_round(coordinator, client):
     rounds = [e["round"]["round"] for e in events if e["round"] is not None]
     assert rounds == list(range(6))
     assert events[-1]["job"]["status"] == "completed"
+    # Watching a finished job: every round arrives in one batch, each event already carrying
+    # the final status; the watch still delivers all of them before it ends.
+    late = list(client.watch(job_id))
+    assert [e["round"]["round"] for e in late] == list(range(6))
+    assert all(e["job"]["status"] == "completed" for e in late)
