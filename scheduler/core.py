@@ -315,17 +315,23 @@ class Coordinator:
         placement.defer_to_faster); only those that could take an open copy count."""
         if worker.speed <= 0:
             return False  # unknown speed: it works (and gets measured)
+        # Deferring needs at least as many idle others as open copies. Asked first, that costs
+        # O(idle workers) per lease instead of O(shards + idle workers): at 1,000 workers and
+        # 4,000 shards a round the full check took a quarter of the coordinator's time.
+        others = len(self.waiting) - (worker.worker_id in self.waiting)
+        needed = job.open_copies(limit=others)
+        if needed == 0 or needed > others:
+            return False
         bar = placement.SPEED_MARGIN * worker.speed
         faster = [w for w in self.waiting if w != worker.worker_id and w in self.workers
                   and self.workers[w].speed > bar]
         if not faster:
-            return False  # the common case, decided without looking at the shards
-        needed = job.copies_needed()
-        open_shards = [s for s, n in needed.items() if n > 0]
+            return False
+        open_shards = job.open_shards()
         speeds = [self.workers[w].speed for w in faster
                   if any(w not in job.shards.get(s, EMPTY_SHARD).holders for s in open_shards)]
         return placement.defer_to_faster(
-            worker.speed, speeds, sum(needed.values()), idle_s=self.clock() - worker.last_leased,
+            worker.speed, speeds, needed, idle_s=self.clock() - worker.last_leased,
             max_idle_s=placement.max_idle_seconds(job.task_flops, worker.speed))
 
     def _backup_shard(self, job: JobRuntime, worker: WorkerRecord, now: float) -> int | None:

@@ -211,6 +211,20 @@ class JobRuntime:
             self.settled_count += 1
         state.settled = result
 
+    def open_copies(self, limit: int) -> int:
+        """Further leases the round needs, counted only until the count exceeds `limit` (a
+        caller asking "more than N?" pays for N shards, not for all of them)."""
+        total = 0
+        for shard in self._open:  # every shard wanting a copy is in it (see reopen)
+            total += self.copies_wanted(shard)
+            if total > limit:
+                break
+        return total
+
+    def open_shards(self) -> list[int]:
+        """The shards that want a copy now, in no particular order."""
+        return [shard for shard in self._open if self.copies_wanted(shard) > 0]
+
     def copies_needed(self) -> dict[int, int]:
         """Further leases each unsettled shard needs (for status and tests; polls use next_open)."""
         return {shard: self.copies_wanted(shard) for shard in range(self.spec.shards)

@@ -43,6 +43,31 @@ def test_placement_fills_lowest_shard_needing_a_copy(tmp_path):
         assert job.next_open("w") == 0 and job.copies_wanted(0) == 1
         assert job.shards[0].live == 0 and not job.leases_of("x")
         assert [l.shard for l in job.leases_of("w")] == [1]
+        needed = job.copies_needed()   # {0: 1, 1: 1, 2: 1, 3: 1}
+        assert job.open_copies(limit=100) == sum(needed.values()) == 4
+        assert sorted(job.open_shards()) == sorted(s for s, n in needed.items() if n > 0)
+        assert job.open_copies(limit=1) == 2  # stops counting once past the limit
+    finally:
+        co.stop()
+
+
+def test_slow_worker_defers_when_enough_faster_workers_are_idle(tmp_path):
+    """Through the coordinator: a slow worker gets no lease while clearly faster workers wait
+    for the open copies, and works as soon as there are more copies than they can take."""
+    co = Coordinator(tmp_path / "state.db")
+    try:
+        job = co.jobs[co.submit_job(small_spec(shards=2) + NO_VERIFY)]
+        slow, fast_a, fast_b = Worker(co), Worker(co), Worker(co)
+        co.workers[slow.id].speed = 1e9
+        for fast in (fast_a, fast_b):
+            co.workers[fast.id].speed = 10e9
+            co.waiting[fast.id] = 1   # parked in a long-poll right now
+        co.workers[slow.id].last_leased = co.clock()
+        assert co._try_lease(slow.id) == (None, True)
+        job.shard(1).copies = 2       # three copies open, two fast workers idle
+        job.reopen(1)
+        grant, deferred = co._try_lease(slow.id)
+        assert grant is not None and not deferred
     finally:
         co.stop()
 
