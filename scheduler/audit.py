@@ -54,6 +54,12 @@ class _ReadRows:
         except sqlite3.OperationalError:  # a database from before the blobs table
             return None
 
+    def query(self, sql: str, args: tuple = ()) -> list:
+        try:
+            return self.db.execute(sql, args).fetchall()
+        except sqlite3.OperationalError:  # a database from before the blobs table
+            return []
+
     def execute(self, sql: str, args: tuple = ()) -> None:
         raise PermissionError("the audit never writes")
 
@@ -226,7 +232,7 @@ def _replay_problems(spec: JobSpec, job: sqlite3.Row, rounds: list[sqlite3.Row],
     previous = None
     for row in rounds:
         applied = [results[lease_id] for lease_id in _applied(row, results, spec.shards)]
-        updates = np.stack([blobs.get_tensor(r["payload_digest"]) for r in applied])
+        updates = blobs.get_tensors([r["payload_digest"] for r in applied])
         samples = np.array([json.loads(r["metrics_json"] or "{}").get("samples", 0)
                             for r in applied], dtype=np.float64)
         previous = aggregate_updates(spec, updates, samples, previous)

@@ -125,7 +125,7 @@ def close_round(co: "Coordinator", job: JobRuntime) -> None:
     with co.lock:
         round_no, params = job.round, job.params
         chosen = [job.shards[shard].settled for shard in range(job.spec.shards)]
-    updates = np.stack([co.blobs.get_tensor(a.payload_digest) for a in chosen])
+    updates = co.blobs.get_tensors([a.payload_digest for a in chosen])
     samples = np.array([a.samples for a in chosen], dtype=np.float64)
     aggregate = aggregate_updates(job.spec, updates, samples, job.previous_aggregate,
                                   [a.worker_id for a in chosen])

@@ -50,3 +50,31 @@ def test_another_threads_transaction_commits_the_group_first(tmp_path):
     other.join()
     assert _meta_keys(store.path) == {"from-loop", "from-driver"}
     store.close()
+
+
+def test_many_tensors_read_at_once_small_and_large(tmp_path, monkeypatch):
+    """get_tensors stacks small blobs (rows, read in batches) and large ones (files) in the order
+    asked, repeats included, exactly as one-by-one reads would."""
+    import numpy as np
+
+    from scheduler import blobs as blob_module
+    from scheduler.blobs import BlobStore
+
+    monkeypatch.setattr(blob_module, "ROWS_PER_QUERY", 3)  # several batches from 7 small blobs
+    store = Store(tmp_path / "s.db")
+    try:
+        blobs = BlobStore(tmp_path / "blobs", store)
+        rng = np.random.default_rng(0)
+        small = [rng.standard_normal(10).astype(np.float32) for _ in range(7)]
+        large = rng.standard_normal(10).astype(np.float32)
+        with store.transaction():
+            digests = [blobs.put_tensor(x) for x in small]
+        monkeypatch.setattr(blob_module, "SMALL_BLOB_BYTES", 8)  # the next one goes to a file
+        large_digest = blobs.put_tensor(large)
+        assert (tmp_path / "blobs" / large_digest[:2] / large_digest).exists()
+        order = [digests[3], large_digest, *digests, digests[3]]
+        stacked = blobs.get_tensors(order)
+        assert np.array_equal(stacked, np.stack([blobs.get_tensor(d) for d in order]))
+        assert np.array_equal(stacked[1], large) and np.array_equal(stacked[0], small[3])
+    finally:
+        store.close()
