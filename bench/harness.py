@@ -279,7 +279,11 @@ def summarize_shardgrid(run: ShardgridRun, spec: JobSpec, calib: dict[str, float
     rejected = max(int(run.job.get("results_rejected", 0)),
                    int(sum(run.job.get("rejected_by_reason", {}).values())))
     computed = max(accepted + rejected, needed)
-    redundant_fraction = (computed - needed) / computed if computed else 0.0
+    # The coordinator's own re-executions (second opinions on cheap tasks, spot checks,
+    # disputes) are verification compute too, done by the coordinator instead of a worker.
+    reexecuted = int(run.job.get("reexecutions", 0))
+    redundant_fraction = ((computed + reexecuted - needed) / (computed + reexecuted)
+                          if computed else 0.0)
     # Parameters are content addressed: each worker downloads a round's version at most once.
     fetches = rounds * min(run.workers, computed / rounds if rounds else 0)
     wire_bytes = fetches * params_bytes + computed * (params_bytes + PER_RESULT_OVERHEAD_BYTES)
@@ -290,8 +294,8 @@ def summarize_shardgrid(run: ShardgridRun, spec: JobSpec, calib: dict[str, float
     per_round_needed = math.ceil(spec.shards / run.workers)
     per_round_done = math.ceil(computed / max(rounds, 1) / run.workers)
     compute_s = rounds * per_round_needed * calib["shard_compute_s"]
-    verification_s = (rounds * max(0, per_round_done - per_round_needed) * calib["shard_compute_s"]
-                      + computed * calib["verify_signature_s"])
+    verification_s = ((rounds * max(0, per_round_done - per_round_needed) + reexecuted)
+                      * calib["shard_compute_s"] + computed * calib["verify_signature_s"])
     aggregate_s = rounds * calib["aggregate_s"]
     evaluate_s = rounds * calib["evaluate_s"]
     return {

@@ -28,6 +28,9 @@ class SpecError(ValueError):
         self.field = field_name
 
 
+SECOND_OPINIONS = ("auto", "replica", "coordinator")
+
+
 @dataclass(frozen=True)
 class VerificationPolicy:
     enabled: bool = True             # volunteers are untrusted: verify unless told otherwise
@@ -35,6 +38,10 @@ class VerificationPolicy:
     spot_check_fraction: float = 0.02  # of unreplicated results, re-executed by the coordinator
     tolerance: float = 1e-4          # relative L2 distance under which two replicas agree
     ban_after: int = 2               # proven-wrong results before a ban
+    # Who checks a result the policy wants checked (a newcomer's, a trusted worker's 1/streak):
+    # "replica" (a second worker), "coordinator" (its own re-execution) or "auto" (the coordinator
+    # for tasks cheap enough to recompute, see verification.CHEAP_TASK_FLOPS; a replica otherwise).
+    second_opinion: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "optimizer": {"name": str, "lr": (int, float), "momentum": (int, float),
                   "local_steps": int, "local_lr": (int, float)},
     "verification": {"enabled": bool, "replicate_until": int, "spot_check_fraction": (int, float),
-                     "tolerance": (int, float), "ban_after": int},
+                     "tolerance": (int, float), "ban_after": int, "second_opinion": str},
 }
 _REQUIRED = {"job": ("name", "rounds", "shards_per_round"), "model": ("workload",),
              "data": ("dataset", "batch_size"), "optimizer": ("name", "lr")}
@@ -161,6 +168,8 @@ def parse_spec(text: str) -> JobSpec:
             raise SpecError(f"verification.{name}", "must be at least 1")
     if policy.tolerance < 0:
         raise SpecError("verification.tolerance", "must be non-negative")
+    if policy.second_opinion not in SECOND_OPINIONS:
+        raise SpecError("verification.second_opinion", f"must be one of {', '.join(SECOND_OPINIONS)}")
     return JobSpec(name=job["name"], workload=workload, rounds=job["rounds"],
                    target_accuracy=float(job.get("target_accuracy", 0.0)),
                    lease_timeout_s=float(job.get("lease_timeout_s", 30.0)),

@@ -1,8 +1,10 @@
 """Verification policy: who gets replicated, when two results agree, how trust moves. Pure logic.
 
-Adaptive replication (BOINC style): a worker's shards are computed by a second, distinct worker
-until it has `replicate_until` consecutive valid results; after that only with probability
-1/streak, so the expected extra compute of a trusted fleet decays like 1/streak. Every accepted
+Adaptive replication (BOINC style): a worker's shards get a second opinion until it has
+`replicate_until` consecutive valid results; after that only with probability 1/streak, so the
+expected extra compute of a trusted fleet decays like 1/streak. The second opinion is a replica
+computed by a distinct worker, or, for tasks cheap enough to recompute, the coordinator's own
+re-execution (`second_opinion`). Every accepted
 result that is not proven wrong extends the streak, checked or not.
 A disagreement is settled by the coordinator re-executing the shard: the result that matches the
 re-execution stands, any that does not is *proven wrong*.
@@ -33,6 +35,19 @@ def wants_replica(trust: Trust, policy: VerificationPolicy, rng: random.Random) 
     if trust.streak < policy.replicate_until:
         return True
     return rng.random() < 1.0 / trust.streak
+
+
+# Below this, recomputing a task costs the coordinator a fraction of a millisecond: less than a
+# second worker's round trip, and the coordinator cannot collude.
+CHEAP_TASK_FLOPS = 20e6
+
+
+def coordinator_checks(policy: VerificationPolicy, task_flops: float) -> bool:
+    """Whether the second opinion on a result comes from the coordinator's re-execution rather
+    than from a replica on another worker."""
+    if policy.second_opinion == "auto":
+        return task_flops < CHEAP_TASK_FLOPS
+    return policy.second_opinion == "coordinator"
 
 
 def wants_spot_check(policy: VerificationPolicy, rng: random.Random) -> bool:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("shardgrid.verify")
 
 # About 0.2 ms of numpy here; the process pool's pickling and hand-off alone take longer.
-INLINE_REEXECUTION_FLOPS = 20e6
+INLINE_REEXECUTION_FLOPS = policy.CHEAP_TASK_FLOPS
 
 
 def reexecute(workload_json: str, params: np.ndarray, round_no: int, shard: int) -> np.ndarray:
@@ -68,7 +68,10 @@ class Verifier:
         if state is None:
             state = job.shard(shard)
             trust = self.co.workers[worker_id].trust
-            if policy.wants_replica(trust, job.spec.verification, self.rng):
+            second_opinion = policy.wants_replica(trust, job.spec.verification, self.rng)
+            if second_opinion and policy.coordinator_checks(job.spec.verification, job.task_flops):
+                state.spot_check = True  # re-executed on arrival (see on_result)
+            elif second_opinion:
                 state.copies = 2
                 job.reopen(shard)
                 self.co.count(job.job_id, "shards_replicated")

@@ -130,6 +130,10 @@ def test_bench_quick_end_to_end(ray_session, tmp_path, capsys):
     assert math.isclose(results["time_to_target_ratio"], clean["time_to_target_ratio"])
     assert sum(w["shards_accepted"] for w in clean["shardgrid"]["worker_stats"]) >= \
         clean["shardgrid"]["rounds_run"] * 4
+    # Fresh workers are checked (by the coordinator, for this cheap job) until trusted: that
+    # extra compute shows as verification overhead, the baseline has none.
+    assert clean["shardgrid"]["verification_overhead"] > 0.02
+    assert clean["baseline"]["verification_overhead"] == 0.0
 
 
 @pytest.mark.slow

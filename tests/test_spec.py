@@ -33,6 +33,7 @@ def test_small_spec_fields():
     (small_spec() + "\n[aggregation]\nrule = \"krum\"\nf = 5\n", "aggregation.krum"),
     (small_spec() + "\n[aggregation]\nrule = \"mystery\"\n", "aggregation.mystery"),
     (small_spec() + "\n[extras]\nx = 1\n", "extras"),
+    (small_spec() + '\n[verification]\nsecond_opinion = "oracle"\n', "verification.second_opinion"),
     ("[job\nname=", "toml"),
 ])
 def test_bad_specs_name_the_field(text, field):

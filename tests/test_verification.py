@@ -13,8 +13,9 @@ from scheduler.figures import job_figures
 from scheduler.errors import GatewayError, Reject
 from scheduler.spec import VerificationPolicy
 from scheduler.submission import Submission
-from scheduler.verification import (Trust, agree, record_agreement, record_proven_wrong,
-                                    relative_distance, wants_replica)
+from scheduler.verification import (CHEAP_TASK_FLOPS, Trust, agree, coordinator_checks,
+                                    record_agreement, record_proven_wrong, relative_distance,
+                                    wants_replica)
 from tests.conftest import small_spec
 from tests.test_core import Worker, _wait
 
@@ -50,6 +51,41 @@ def test_trust_rises_with_agreement_and_collapses_on_proof():
     assert trust.banned
 
 
+# These tests exercise replication itself: the demo-sized jobs they use are cheap enough that
+# the default ("auto") would have the coordinator give the second opinion instead.
+BY_REPLICA = '\n[verification]\nsecond_opinion = "replica"\n'
+
+
+def test_second_opinion_policy():
+    """auto: the coordinator recomputes tasks cheaper than CHEAP_TASK_FLOPS, replicas otherwise."""
+    cheap, dear = CHEAP_TASK_FLOPS / 2, CHEAP_TASK_FLOPS * 2
+    assert coordinator_checks(VerificationPolicy(), cheap)
+    assert not coordinator_checks(VerificationPolicy(), dear)
+    assert coordinator_checks(VerificationPolicy(second_opinion="coordinator"), dear)
+    assert not coordinator_checks(VerificationPolicy(second_opinion="replica"), cheap)
+
+
+def test_cheap_shards_of_newcomers_are_checked_by_the_coordinator(tmp_path):
+    """No replica for a cheap task: the coordinator re-executes a newcomer's result, settles an
+    honest one (its streak grows) and proves a wrong one wrong, with no second worker involved."""
+    co = Coordinator(tmp_path / "s.db")
+    co.start()
+    job_id = co.submit_job(small_spec(rounds=5, shards=2))
+    honest, liar = Worker(co), Worker(co)
+    good, (bad_sub, payload) = honest.work_one(), liar.work_one()
+    assert good[0].shard != bad_sub.shard  # no replica: each took an open shard of its own
+    flipped = encode_tensor(-4 * np.frombuffer(payload, "<f4"))
+    assert co.submit_result(*good).accepted
+    assert co.submit_result(_signed(liar, bad_sub, flipped), flipped).accepted
+    _wait(lambda: job_figures(co, job_id)["rejected_by_reason"].get("disagreement") == 1)
+    _wait(lambda: good[0].shard in co.job(job_id).settled() or co.job(job_id).round == 1)
+    assert co.workers[honest.id].trust.streak == 1
+    assert co.workers[liar.id].trust.proven_wrong == 1
+    extra = job_figures(co, job_id)["extra"]
+    assert extra["reexecutions"] == 2 and extra["shards_replicated"] == 0
+    co.stop()
+
+
 def _signed(worker: Worker, submission: Submission, payload: bytes) -> Submission:
     fields = {**vars(submission), "payload_digest": sha256_hex(payload),
               "payload_size": len(payload)}
@@ -62,7 +98,7 @@ def test_replicas_that_agree_settle_and_build_trust(tmp_path):
     as both are newcomers, the coordinator confirms their agreement first."""
     co = Coordinator(tmp_path / "s.db")
     co.start()
-    job_id = co.submit_job(small_spec(rounds=5, shards=1))
+    job_id = co.submit_job(small_spec(rounds=5, shards=1, extra=BY_REPLICA))
     a, b = Worker(co), Worker(co)
     first, second = a.work_one(), b.work_one()
     assert first[0].shard == second[0].shard == 0  # the new worker's shard is replicated
@@ -80,7 +116,7 @@ def test_colluding_newcomers_that_agree_are_caught(tmp_path):
     confirmation proves both wrong."""
     co = Coordinator(tmp_path / "s.db")
     co.start()
-    job_id = co.submit_job(small_spec(rounds=5, shards=1))
+    job_id = co.submit_job(small_spec(rounds=5, shards=1, extra=BY_REPLICA))
     a, b = Worker(co), Worker(co)
     (sub_a, payload), (sub_b, _) = a.work_one(), b.work_one()
     flipped = encode_tensor(-4 * np.frombuffer(payload, "<f4"))
@@ -102,7 +138,7 @@ def test_disagreement_is_settled_by_reexecution_and_liars_are_banned(tmp_path, m
         monkeypatch.setattr(verifier, "INLINE_REEXECUTION_FLOPS", 0)
     co = Coordinator(tmp_path / "s.db")
     co.start()
-    job_id = co.submit_job(small_spec(rounds=5, shards=2, extra="\n[verification]\nban_after = 1\n"))
+    job_id = co.submit_job(small_spec(rounds=5, shards=2, extra=BY_REPLICA + "ban_after = 1\n"))
     honest, liar = Worker(co), Worker(co)
     good = honest.work_one()
     bad_sub, payload = liar.work_one()
