@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import secrets
 import threading
 import time
@@ -30,6 +31,8 @@ from scheduler.submission import ResultCheck, Submission, Verdict
 from scheduler.verification import Trust
 from scheduler.verifier import Verifier
 from worker.workloads import WorkloadConfig
+
+log = logging.getLogger("shardgrid.coordinator")
 
 REGISTER_WINDOW_S = 120.0
 # How stale the straggler ranking idle polls read may be: a backup is worth it only for leases
@@ -103,6 +106,9 @@ class Coordinator:
         self.verifier = Verifier(self)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Set by the gRPC server: runs a callable on its event loop's thread, where writes join
+        # the group commit and take the lock without blocking the loop from outside.
+        self.run_on_loop: Callable[[Callable[[], None]], None] | None = None
         rounds.recover(self)
 
     # ------------------------------------------------------------------ lifecycle
@@ -142,6 +148,18 @@ class Coordinator:
             thread.join(timeout=10)
         self.verifier.close()
         self.store.close()
+
+    def apply(self, update: Callable[[], None]) -> None:
+        """Run a state update from a helper thread (a finished re-execution): on the event loop
+        when there is one, else here. Under load, applying it on the helper thread held the lock
+        and forced two extra commits per result while the loop waited (FetchTask p50 2 -> 20 ms)."""
+        if self.run_on_loop is None:
+            update()
+            return
+        try:
+            self.run_on_loop(update)
+        except RuntimeError:  # the loop has closed: the coordinator is stopping
+            log.info("coordinator stopping: a late re-execution result is dropped")
 
     @property
     def stopping(self) -> bool:

@@ -162,7 +162,10 @@ class Verifier:
             self._inline.submit(self._reexecute_here, job, round_no, shard, args)
         else:
             future = self._ensure_pool().submit(reexecute, *args)
-            future.add_done_callback(lambda f: self._on_reference(job, round_no, shard, f))
+            future.add_done_callback(lambda f: self._apply_reference(job, round_no, shard, f))
+
+    def _apply_reference(self, job: JobRuntime, round_no: int, shard: int, future: Future) -> None:
+        self.co.apply(lambda: self._on_reference(job, round_no, shard, future))
 
     def _reexecute_here(self, job: JobRuntime, round_no: int, shard: int, args: tuple) -> None:
         future: Future = Future()
@@ -171,9 +174,9 @@ class Verifier:
         except Exception as exc:  # pragma: no cover - a bug; the pool's own retry takes over
             log.warning("re-execution of round %d shard %d failed here: %r", round_no, shard, exc)
             future = self._ensure_pool().submit(reexecute, *args)
-            future.add_done_callback(lambda f: self._on_reference(job, round_no, shard, f))
+            future.add_done_callback(lambda f: self._apply_reference(job, round_no, shard, f))
             return
-        self._on_reference(job, round_no, shard, future)
+        self._apply_reference(job, round_no, shard, future)
 
     def _on_reference(self, job: JobRuntime, round_no: int, shard: int, future: Future) -> None:
         with self.co.lock:
