@@ -19,9 +19,6 @@ from worker.heap import settle_garbage_collector
 log = logging.getLogger("shardgrid.coordinator")
 
 
-SWITCH_INTERVAL_S = 0.001
-
-
 class PortInUse(RuntimeError):
     pass
 
@@ -114,9 +111,6 @@ def run(db_path: str, host: str, port: int) -> int:
     try:
         server.start()
         settle_garbage_collector()
-        # Helper threads (re-executions, the round driver, status queries) hand the GIL back to
-        # the event loop after 1 ms instead of 5: every worker's call waits on the loop.
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
         print(f"shardgrid coordinator listening on {server.address} (state: {db_path})", flush=True)
         stop.wait()
         log.info("signal received, shutting down")
