@@ -372,8 +372,9 @@ class Coordinator:
         def expected_finish(lease: Lease) -> float:
             holder = self.workers.get(lease.worker_id)
             speed = holder.speed if holder and holder.speed > 0 else typical
-            seconds = placement.expected_seconds(job.task_flops, speed)
-            return lease.issued_at + (seconds if seconds is not None else job.spec.lease_timeout_s)
+            return placement.expected_finish(lease.issued_at,
+                                             placement.expected_seconds(job.task_flops, speed),
+                                             lease.deadline, now)
 
         ranked = sorted(((finish, shard, job.shards[shard])
                          for shard, finish in job.straggling(expected_finish).items()), reverse=True)

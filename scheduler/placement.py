@@ -39,6 +39,22 @@ def lease_seconds(task_flops: float, speed: float, cap_s: float) -> float:
     return min(cap_s, max(DEADLINE_FLOOR_S, DEADLINE_FACTOR * expected))
 
 
+# A lease overdue by another task time, and at least this, is presumed lost (a killed or
+# stalled worker): its shard is worth a backup at once instead of after the lease deadline.
+OVERDUE_SLACK_S = 0.05
+
+
+def expected_finish(issued_at: float, seconds: float | None, deadline: float, now: float) -> float:
+    """When a lease's result can be counted on: the holder's own pace from the issue time; once
+    the lease is overdue by another task time (at least OVERDUE_SLACK_S) only the deadline is
+    certain. Without that, a killed worker's shard waited for the full deadline (~3 s a kill
+    on the demo job), since an expected finish in the past never looks late."""
+    if seconds is None:
+        return deadline
+    finish = issued_at + seconds
+    return deadline if now > finish + max(seconds, OVERDUE_SLACK_S) else finish
+
+
 def choose_backup(stragglers: Sequence[tuple[float, int, Any]], asker: str, now: float,
                   asker_seconds: float) -> int | None:
     """A straggler's shard to copy onto an idle worker, or None.

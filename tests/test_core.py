@@ -199,6 +199,13 @@ def test_speed_sizes_deadlines_and_backups_go_to_faster_workers():
                                    "w", 10.0, 2.0) is None
     assert placement.choose_backup([straggling(1, 50.0)], "h", 10.0, 2.0) is None
     assert placement.choose_backup([straggling(1, 50.0, checking=True)], "w", 10.0, 2.0) is None
+    # a lease is counted on at its holder's pace until overdue by another task time (at least
+    # OVERDUE_SLACK_S); then only its deadline is certain, so an idle worker backs it up
+    assert placement.expected_finish(10.0, 2.0, 40.0, now=13.0) == 12.0
+    assert placement.expected_finish(10.0, 2.0, 40.0, now=14.5) == 40.0
+    assert placement.expected_finish(10.0, 0.001, 13.0, now=10.03) == 10.001
+    assert placement.expected_finish(10.0, 0.001, 13.0, now=10.06) == 13.0
+    assert placement.expected_finish(10.0, None, 13.0, now=10.0) == 13.0
     assert placement.fits_in_memory({"memory_bytes": 0}, 10**9)
     assert not placement.fits_in_memory({"memory_bytes": 10**6}, 10**9)
 
@@ -218,6 +225,24 @@ def test_backup_copy_wins_and_the_straggler_is_cancelled(tmp_path):
     assert co.submit_result(fast_sub, fast_payload).accepted
     assert co.job(job_id).settled() == {0}
     assert co.heartbeat(slow.id, slow.token, [slow_sub.lease_id]) == [slow_sub.lease_id]
+    co.stop()
+
+
+def test_a_lost_workers_shard_is_backed_up_long_before_its_deadline(tmp_path):
+    """A worker that took a lease and went silent (killed, stalled) holds up the round only
+    until its lease is clearly overdue, not until the deadline: an idle worker backs it up."""
+    now = [time.time()]
+    co = Coordinator(tmp_path / "s.db", clock=lambda: now[0])
+    job_id = co.submit_job(small_spec(rounds=5, shards=1, extra=NO_VERIFY, lease_timeout_s=60))
+    lost, idle = Worker(co), Worker(co)
+    co.workers[lost.id].speed = co.workers[idle.id].speed = 1e9  # equals, as if measured
+    lost_sub, _ = lost.work_one()
+    assert co.fetch_task(idle.id, idle.token) is None   # on time: nothing to back up
+    now[0] += 0.5                                        # long overdue for a ~ms task
+    idle_sub, payload = idle.work_one()
+    assert idle_sub.shard == lost_sub.shard
+    assert co.submit_result(idle_sub, payload).accepted
+    assert co.job(job_id).settled() == {0}
     co.stop()
 
 
