@@ -222,6 +222,7 @@ def worker_churn(spec_toml: str, workers: int, kill_fraction: float, workdir: Pa
     workers that hold a lease of the new round first, so their shards must be redone."""
     rng = random.Random(seed)
     killed = joined = 0
+    victims: set[str] = set()
     with LocalCluster(workers=workers, workdir=workdir, worker_args=worker_args) as cluster:
         db = cluster.db_path
         with JobClient(cluster.address) as client:
@@ -239,6 +240,7 @@ def worker_churn(spec_toml: str, workers: int, kill_fraction: float, workdir: Pa
                     rng.shuffle(holders)
                     rng.shuffle(others)
                     for index in (holders + others)[:math.ceil(kill_fraction * len(alive))]:
+                        victims.add(_worker_id(cluster.workdir / "keys" / f"worker-{index}.key"))
                         cluster.kill_worker(index)
                         killed += 1
                         cluster.add_worker()
@@ -249,13 +251,19 @@ def worker_churn(spec_toml: str, workers: int, kill_fraction: float, workdir: Pa
                     (job_id,))[0]["n"]
     contributors = _read(db, "SELECT COUNT(DISTINCT worker_id) AS n FROM results WHERE job_id=? "
                          "AND state='accepted'", (job_id,))[0]["n"]
-    # A dead worker's shard must be settled by someone else's result in the same round.
-    redone = _read(db, "SELECT COUNT(*) AS n FROM leases l WHERE l.job_id=? AND l.state='expired' "
-                   "AND EXISTS(SELECT 1 FROM results r WHERE r.job_id=l.job_id AND "
-                   "r.round=l.round AND r.shard=l.shard AND r.state='accepted' AND "
-                   "r.worker_id != l.worker_id)", (job_id,))[0]["n"]
+    # Leases the victims died holding end without a result: expired, or cancelled once an idle
+    # worker's backup settled the shard. Each such shard must be settled by someone else.
+    marks = ",".join("?" * len(victims))
+    lost = f"l.job_id=? AND l.worker_id IN ({marks}) AND l.state IN ('expired', 'cancelled')"
+    args = (job_id, *victims)
+    lost_leases = _read(db, f"SELECT COUNT(*) AS n FROM leases l WHERE {lost}", args)[0]["n"]
+    redone = _read(db, f"SELECT COUNT(*) AS n FROM leases l WHERE {lost} AND EXISTS(SELECT 1 "
+                   "FROM results r WHERE r.job_id=l.job_id AND r.round=l.round AND "
+                   "r.shard=l.shard AND r.state='accepted' AND r.worker_id != l.worker_id)",
+                   args)[0]["n"]
     return {"job": final, "audit": audit(db), "workers_killed": killed, "workers_joined": joined,
-            "leases_expired": expired, "expired_shards_redone_by_others": redone,
+            "leases_expired": expired, "leases_lost_with_workers": lost_leases,
+            "lost_shards_redone_by_others": redone,
             "contributing_workers": contributors,
             "final_params_digest": _read(db, "SELECT params_digest FROM jobs WHERE job_id=?",
                                          (job_id,))[0]["params_digest"]}
