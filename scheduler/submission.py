@@ -144,7 +144,8 @@ class ResultCheck:
         # A large blob is written first, outside the lock (a row never names a missing blob);
         # a small one is a row written in the result's own transaction.
         small = co.blobs.is_small(len(payload))
-        digest = sub.payload_digest if small else co.blobs.put(payload)
+        # _check_content verified the payload against its digest: no second hash
+        digest = sub.payload_digest if small else co.blobs.put(payload, sub.payload_digest)
         samples = int(sub.metrics.get("samples", 0))
         with co.lock:
             job = co.jobs.get(sub.job_id)
@@ -162,7 +163,7 @@ class ResultCheck:
             state = "pending" if job.spec.verification.enabled else "accepted"
             with co.store.transaction() as db:
                 if small:
-                    co.blobs.put(payload)
+                    co.blobs.put(payload, digest)
                 db.execute("INSERT INTO results VALUES(?,?,?,?,?,?,?,?,?,?)",
                            (lease.lease_id, sub.job_id, sub.round, sub.shard, sub.worker_id, digest,
                             dumps(sub.metrics), sub.signature, state, now))

@@ -78,3 +78,31 @@ def test_many_tensors_read_at_once_small_and_large(tmp_path, monkeypatch):
         assert np.array_equal(stacked[1], large) and np.array_equal(stacked[0], small[3])
     finally:
         store.close()
+
+
+def test_recent_large_blobs_are_served_from_memory_within_a_budget(tmp_path, monkeypatch):
+    """Blobs are immutable, so recently written or read large ones are kept in memory (the
+    round's parameters are fetched by every worker right after they are written), up to
+    RECENT_BYTES, oldest evicted first; a payload hashed by the caller is stored under its
+    digest without hashing again."""
+    import os
+
+    from protos.codec import sha256_hex
+    from scheduler import blobs as blob_module
+    from scheduler.blobs import BlobStore
+    from scheduler.errors import BlobNotFound
+
+    monkeypatch.setattr(blob_module, "SMALL_BLOB_BYTES", 8)
+    monkeypatch.setattr(blob_module, "RECENT_BYTES", 400)
+    blobs = BlobStore(tmp_path / "blobs")
+    first, second, third = (os.urandom(100) for _ in range(3))
+    digests = [blobs.put(first), blobs.put(second, sha256_hex(second)), blobs.put(third)]
+    assert digests == [sha256_hex(x) for x in (first, second, third)]
+    for digest in digests:
+        (tmp_path / "blobs" / digest[:2] / digest).unlink()   # only memory has them now
+    assert blobs.get(digests[0]) == first and blobs.get(digests[2]) == third
+    blobs.put(os.urandom(100))
+    blobs.put(os.urandom(100))                                 # 500 bytes: the oldest goes
+    with pytest.raises(BlobNotFound):
+        blobs.get(digests[1])                                  # least recently used: evicted
+    assert blobs.get(digests[2]) == third
