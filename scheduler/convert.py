@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from protos import shardgrid_pb2 as pb
 from protos.signing import PROFILE_DEFAULTS
-from scheduler.core import LeaseGrant
+from scheduler.leasing import LeaseGrant
 from scheduler.submission import Submission
 
 PROFILE_FIELDS = tuple(PROFILE_DEFAULTS)

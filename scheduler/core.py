@@ -21,10 +21,11 @@ from typing import Callable, Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protos import signing
-from scheduler import placement, rounds
+from scheduler import rounds
 from scheduler.blobs import BlobStore
 from scheduler.errors import GatewayError, JobNotFound, Reject
-from scheduler.jobs import EMPTY_SHARD, TERMINAL, JobRuntime, Lease, ShardState
+from scheduler.jobs import TERMINAL, JobRuntime, Lease
+from scheduler.leasing import LeaseGrant, Leasing
 from scheduler.spec import parse_spec
 from scheduler.store import Store, dumps
 from scheduler.submission import ResultCheck, Submission, Verdict
@@ -35,9 +36,6 @@ from worker.workloads import WorkloadConfig
 log = logging.getLogger("shardgrid.coordinator")
 
 REGISTER_WINDOW_S = 120.0
-# How stale the straggler ranking idle polls read may be: a backup is worth it only for leases
-# running seconds late, so a tenth of a second changes nothing but the cost.
-STRAGGLER_VIEW_S = 0.1
 
 
 @dataclass
@@ -69,14 +67,6 @@ class ThreadWaiter:
         self.event.set()
 
 
-@dataclass(frozen=True)
-class LeaseGrant:
-    lease: Lease
-    params_digest: str
-    params_size: int
-    workload_json: str
-    signature: bytes
-
 
 class Coordinator:
     def __init__(self, db_path: str | Path, *, heartbeat_interval_s: float = 2.0,
@@ -104,6 +94,7 @@ class Coordinator:
         self.jobs: dict[str, JobRuntime] = {}
         self.checker = ResultCheck(self)
         self.verifier = Verifier(self)
+        self.leasing = Leasing(self)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         # Set by the gRPC server: runs a callable on its event loop's thread, where writes join
@@ -260,7 +251,7 @@ class Coordinator:
         new work is offered. The caller waits on its waiter, then polls again."""
         with self.lock:
             self.authenticate(worker_id, token)
-            grant, deferred = self._try_lease(worker_id)
+            grant, deferred = self.leasing.try_lease(worker_id)
             if deferred:
                 self.offer_work(1)  # hand the wake-up to a faster poller
             if grant is None and waiter is not None and not self.stopping:
@@ -289,97 +280,6 @@ class Coordinator:
                     return grant
                 if not waiter.event.wait(remaining):
                     self.unpark(waiter)
-
-    def _try_lease(self, worker_id: str) -> tuple[LeaseGrant | None, bool]:
-        """(a lease for this worker or None, whether it deferred an open copy to faster ones)."""
-        worker = self.workers[worker_id]
-        now = self.clock()
-        deferred = False
-        for job in sorted(self.jobs.values(), key=lambda j: j.created_at):
-            if not job.running or job.aggregating:
-                continue
-            if not placement.fits_in_memory(worker.profile, job.memory_needed):
-                continue
-            shard = job.next_open(worker_id)
-            if shard is not None and self._should_defer(job, worker):
-                deferred = True
-                continue
-            if shard is None:
-                shard = self._backup_shard(job, worker, now) if job.spec.backups else None
-                if shard is None:
-                    continue
-                job.shards[shard].backed_up = True
-                self.count(job.job_id, "backups")
-            self.verifier.on_lease(job, shard, worker_id)
-            seconds = placement.lease_seconds(job.task_flops, worker.speed, job.spec.lease_timeout_s)
-            lease = Lease(secrets.token_hex(12), job.job_id, job.round, shard, worker_id, now,
-                          now + seconds)
-            job.add_lease(lease)
-            worker.last_leased = now
-            self.store.execute("INSERT INTO leases VALUES(?,?,?,?,?,?,?,?)",
-                               (lease.lease_id, job.job_id, job.round, shard, worker_id, now,
-                                lease.deadline, "active"))
-            deadline_ms = int(lease.deadline * 1000)
-            signature = self.signer.sign(signing.lease_bytes(
-                lease_id=lease.lease_id, worker_id=worker_id, job_id=job.job_id,
-                round_no=job.round, shard=shard, params_digest=job.params_digest,
-                deadline_ms=deadline_ms))
-            return LeaseGrant(lease, job.params_digest, job.params.nbytes,
-                              job.workload_json, signature), deferred
-        return None, deferred
-
-    def _should_defer(self, job: JobRuntime, worker: WorkerRecord) -> bool:
-        """Leave this job's open copies to clearly faster workers idle right now (see
-        placement.defer_to_faster); only those that could take an open copy count."""
-        if worker.speed <= 0:
-            return False  # unknown speed: it works (and gets measured)
-        # Deferring needs at least as many idle others as open copies. Asked first, that costs
-        # O(idle workers) per lease instead of O(shards + idle workers): at 1,000 workers and
-        # 4,000 shards a round the full check took a quarter of the coordinator's time.
-        others = len(self.waiting) - (worker.worker_id in self.waiting)
-        needed = job.open_copies(limit=others)
-        if needed == 0 or needed > others:
-            return False
-        bar = placement.SPEED_MARGIN * worker.speed
-        faster = [w for w in self.waiting if w != worker.worker_id and w in self.workers
-                  and self.workers[w].speed > bar]
-        if not faster:
-            return False
-        open_shards = job.open_shards()
-        speeds = [self.workers[w].speed for w in faster
-                  if any(w not in job.shards.get(s, EMPTY_SHARD).holders for s in open_shards)]
-        return placement.defer_to_faster(
-            worker.speed, speeds, needed, idle_s=self.clock() - worker.last_leased,
-            max_idle_s=placement.max_idle_seconds(job.task_flops, worker.speed))
-
-    def _backup_shard(self, job: JobRuntime, worker: WorkerRecord, now: float) -> int | None:
-        """An idle worker copies a straggler's shard when it would clearly finish first."""
-        asker_seconds = placement.expected_seconds(job.task_flops, worker.speed)
-        if asker_seconds is None or not job.leases:
-            return None
-        return placement.choose_backup(self._stragglers(job, now), worker.worker_id, now,
-                                       asker_seconds)
-
-    def _stragglers(self, job: JobRuntime, now: float) -> list[tuple[float, int, ShardState]]:
-        """The job's fully leased, unsettled shards by expected finish, latest first. Rebuilt at
-        most every STRAGGLER_VIEW_S: idle polls read it instead of scanning every lease."""
-        view = job.straggler_view
-        if view is not None and now - view[0] < STRAGGLER_VIEW_S:
-            return view[1]
-        known = sorted(w.speed for w in self.workers.values() if w.speed > 0)
-        typical = known[len(known) // 2] if known else 0.0  # a newcomer is assumed typical
-
-        def expected_finish(lease: Lease) -> float:
-            holder = self.workers.get(lease.worker_id)
-            speed = holder.speed if holder and holder.speed > 0 else typical
-            return placement.expected_finish(lease.issued_at,
-                                             placement.expected_seconds(job.task_flops, speed),
-                                             lease.deadline, now)
-
-        ranked = sorted(((finish, shard, job.shards[shard])
-                         for shard, finish in job.straggling(expected_finish).items()), reverse=True)
-        job.straggler_view = (now, ranked)
-        return ranked
 
     def read_blob(self, digest: str) -> bytes:
         return self.blobs.get(digest)

@@ -16,9 +16,10 @@ from protos import shardgrid_pb2 as pb
 from protos import shardgrid_pb2_grpc as rpc
 from protos.codec import CHUNK_BYTES, iter_chunks
 from scheduler import convert, figures
-from scheduler.core import Coordinator, LeaseGrant
+from scheduler.core import Coordinator
 from scheduler.errors import GatewayError, Reject, rpc_errors, wire_code
 from scheduler.jobs import TERMINAL
+from scheduler.leasing import LeaseGrant
 from scheduler.submission import Verdict
 
 log = logging.getLogger("shardgrid.coordinator")

@@ -63,10 +63,10 @@ def test_slow_worker_defers_when_enough_faster_workers_are_idle(tmp_path):
             co.workers[fast.id].speed = 10e9
             co.waiting[fast.id] = 1   # parked in a long-poll right now
         co.workers[slow.id].last_leased = co.clock()
-        assert co._try_lease(slow.id) == (None, True)
+        assert co.leasing.try_lease(slow.id) == (None, True)
         job.shard(1).copies = 2       # three copies open, two fast workers idle
         job.reopen(1)
-        grant, deferred = co._try_lease(slow.id)
+        grant, deferred = co.leasing.try_lease(slow.id)
         assert grant is not None and not deferred
     finally:
         co.stop()
