@@ -67,7 +67,6 @@ class ThreadWaiter:
         self.event.set()
 
 
-
 class Coordinator:
     def __init__(self, db_path: str | Path, *, heartbeat_interval_s: float = 2.0,
                  clock: Callable[[], float] = time.time):
