@@ -59,8 +59,8 @@ class CoordinatorServer:
     async def _bind(self, host: str, port: int) -> int:
         options = [*GRPC_OPTIONS, ("grpc.so_reuseport", 0)]  # a port in use must fail to bind
         self.server = grpc.aio.server(options=options)
-        rpc.add_WorkerGatewayServicer_to_server(WorkerGateway(self.coordinator, self.blocking),
-                                                self.server)
+        rpc.add_WorkerGatewayServicer_to_server(
+            WorkerGateway(self.coordinator, self.blocking, asyncio.get_running_loop()), self.server)
         rpc.add_JobServiceServicer_to_server(JobService(self.coordinator, self.blocking), self.server)
         try:
             bound = self.server.add_insecure_port(f"{host}:{port}")
