@@ -6,14 +6,12 @@ store; slow work (hashing, signature checks, aggregation) runs outside it.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
@@ -67,6 +65,28 @@ class ThreadWaiter:
 
     def wake(self) -> None:
         self.event.set()
+
+
+class Polling:
+    """Context of one long-poll (Coordinator.polling). A class, not a generator: it wraps every
+    FetchTask, where contextlib's machinery cost ~1.5% of the event loop at 1,000 workers."""
+
+    __slots__ = ("co", "worker_id")
+
+    def __init__(self, co: "Coordinator", worker_id: str):
+        self.co, self.worker_id = co, worker_id
+
+    def __enter__(self) -> None:
+        with self.co.lock:
+            waiting = self.co.waiting
+            waiting[self.worker_id] = waiting.get(self.worker_id, 0) + 1
+
+    def __exit__(self, *exc) -> None:
+        with self.co.lock:
+            waiting = self.co.waiting
+            waiting[self.worker_id] -= 1
+            if not waiting[self.worker_id]:
+                del waiting[self.worker_id]
 
 
 class Coordinator:
@@ -233,19 +253,10 @@ class Coordinator:
                     self._expire(job, lease)
 
     # ------------------------------------------------------------------ tasks
-    @contextlib.contextmanager
-    def polling(self, worker_id: str) -> Iterator[None]:
+    def polling(self, worker_id: str) -> "Polling":
         """Marks the worker idle-and-asking for the whole long-poll (placement defers to such
-        workers when they are faster)."""
-        with self.lock:
-            self.waiting[worker_id] = self.waiting.get(worker_id, 0) + 1
-        try:
-            yield
-        finally:
-            with self.lock:
-                self.waiting[worker_id] -= 1
-                if not self.waiting[worker_id]:
-                    del self.waiting[worker_id]
+        workers when they are faster): `with co.polling(worker_id): ...`."""
+        return Polling(self, worker_id)
 
     def poll_task(self, worker_id: str, token: bytes, waiter: Waiter | None) -> LeaseGrant | None:
         """One attempt of a long-poll: a lease, or None with `waiter` (if any) parked until

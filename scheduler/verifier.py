@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import random
+import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -39,6 +42,17 @@ def reexecute_warmup() -> None:
     import sklearn.datasets  # noqa: F401  the slowest import of a first re-execution
 
 
+def exit_with_parent(parent_pid: int, check_s: float = 1.0) -> None:
+    """Pool initializer: a spawned pool process outlived a SIGKILLed coordinator (65 of them,
+    ~130 MB each, after a day of tests), so it watches its parent and exits once it is gone."""
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(check_s)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 class Verifier:
     def __init__(self, co: "Coordinator", seed: int | None = None):
         self.co = co
@@ -53,7 +67,9 @@ class Verifier:
     def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=1,
-                                             mp_context=multiprocessing.get_context("spawn"))
+                                             mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=exit_with_parent,
+                                             initargs=(os.getpid(),))
         return self._pool
 
     def close(self) -> None:

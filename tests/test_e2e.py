@@ -106,3 +106,23 @@ def _alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_sigkilled_coordinator_leaves_no_pool_process_behind(tmp_path):
+    """The coordinator's spawned re-execution process watches its parent: after kill -9 of the
+    coordinator it exits on its own instead of lingering (they used to pile up, ~130 MB each)."""
+    with LocalCluster(workers=0, workdir=tmp_path) as cluster:
+        coordinator = cluster.coordinator.pid
+        deadline = time.monotonic() + 30
+        pool = []
+        while not pool and time.monotonic() < deadline:  # spawned at start, imports for a while
+            pool = [pid for pid in _descendants(coordinator)
+                    if "spawn_main" in open(f"/proc/{pid}/cmdline").read().replace("\0", " ")]
+            time.sleep(0.1)
+        assert pool, "the coordinator starts its re-execution process at start-up"
+        cluster.kill_coordinator(signal.SIGKILL)
+        cluster.coordinator.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while any(_alive(pid) for pid in pool) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in pool)
