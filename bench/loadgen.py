@@ -46,7 +46,6 @@ from protos import signing
 from protos.codec import (ENCODING_F32LE, GRPC_OPTIONS, decode_tensor, encode_tensor, reassemble,
                           sha256_hex)
 from scheduler.client import JobClient
-from scheduler.server import new_event_loop
 from worker.heap import settle_garbage_collector
 from worker.workloads import WorkloadConfig, compute_update
 
@@ -332,9 +331,8 @@ def run_scale(fleets: list[int], duration_s: float, warmup_s: float, out: Path,
                     # Starts now, samples through registration+warm-up into the measured window.
                     spy = profile_coordinator(cluster.coordinator.pid, warmup_s + duration_s + 5,
                                               out / "coordinator-profile.txt")
-                with asyncio.Runner(loop_factory=new_event_loop) as runner:
-                    figures = runner.run(drive_fleet(cluster.address, workers, warmup_s,
-                                                     duration_s, cluster.coordinator.pid, task_s))
+                figures = asyncio.run(drive_fleet(cluster.address, workers, warmup_s, duration_s,
+                                                  cluster.coordinator.pid, task_s))
                 job = client.get(job_id)
                 figures.update(rounds_closed=job["round"], results_accepted=job["results_accepted"])
                 client.cancel(job_id)
