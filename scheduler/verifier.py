@@ -4,7 +4,8 @@ Re-executions run off the RPC threads: a tiny shard (below `INLINE_REEXECUTION_F
 of a millisecond) on one helper thread of the coordinator, since handing it to another process
 costs more than computing it; anything bigger in a process pool of the coordinator's own
 (spawned, never forked), so a long computation never holds the coordinator's interpreter. Their
-outcome is applied under the coordinator lock when it arrives.
+outcome is applied under the coordinator lock when it arrives, on the gRPC event loop when there
+is one (Coordinator.apply), so its writes join the group commit.
 """
 from __future__ import annotations
 
@@ -173,8 +174,8 @@ class Verifier:
         round_no = job.round
         args = (job.workload_json, job.params, round_no, shard)
         if job.task_flops < INLINE_REEXECUTION_FLOPS:
-            # Computed and applied on the helper thread, never in the caller, which holds the
-            # lock in the middle of an update.
+            # Computed on the helper thread, never in the caller, which holds the lock in the
+            # middle of an update.
             self._inline.submit(self._reexecute_here, job, round_no, shard, args)
         else:
             future = self._ensure_pool().submit(reexecute, *args)
