@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
 from typing import TYPE_CHECKING
 
@@ -121,6 +122,28 @@ def create_job(co: "Coordinator", job_id: str, spec: JobSpec, spec_toml: str,
         co.offer_work(2 * spec.shards)  # every shard, and its replica
 
 
+_blob_writers: ThreadPoolExecutor | None = None
+
+
+def _store_large(co: "Coordinator", blobs: list[bytes]) -> list[str]:
+    """The blobs' digests, large ones written to files first, side by side on threads (hashing
+    and writing release the GIL, and the workers are idle while a round closes): on a 1.2 MB
+    model the three writes were ~12 ms of a ~27 ms round close, one after the other."""
+    global _blob_writers
+
+    def store(data: bytes) -> str:
+        digest = sha256_hex(data)
+        if not co.blobs.is_small(len(data)):
+            co.blobs.put(data, digest)
+        return digest
+
+    if all(co.blobs.is_small(len(data)) for data in blobs):
+        return [sha256_hex(data) for data in blobs]  # no file: not worth a thread hand-off
+    if _blob_writers is None:
+        _blob_writers = ThreadPoolExecutor(max_workers=3, thread_name_prefix="round-blobs")
+    return list(_blob_writers.map(store, blobs))
+
+
 def close_round(co: "Coordinator", job: JobRuntime) -> None:
     with co.lock:
         round_no, params = job.round, job.params
@@ -136,10 +159,7 @@ def close_round(co: "Coordinator", job: JobRuntime) -> None:
     # coordinator restart. Large blobs are files written now, outside the lock; small ones are
     # rows of the round's own transaction below (one commit, not one per blob).
     blobs = [encode_tensor(a) for a in (new_params, job.optimizer.state(), aggregate)]
-    for data in blobs:
-        if not co.blobs.is_small(len(data)):
-            co.blobs.put(data)
-    params_digest, optimizer_digest, aggregate_digest = (sha256_hex(data) for data in blobs)
+    params_digest, optimizer_digest, aggregate_digest = _store_large(co, blobs)
     _maybe_die(FaultPoint.BEFORE_COMMIT, round_no)
     now = co.clock()
     with co.lock:

@@ -125,8 +125,13 @@ def test_accepted_results_and_leases_survive_restart(tmp_path):
     again.stop()
 
 
-def test_round_commit_is_durable_and_matches_the_math(tmp_path):
-    """Closing a round applies exactly the mean of the shard gradients, once, durably."""
+@pytest.mark.parametrize("blobs_in", ["database rows", "files"])
+def test_round_commit_is_durable_and_matches_the_math(tmp_path, monkeypatch, blobs_in):
+    """Closing a round applies exactly the mean of the shard gradients, once, durably, whether
+    its blobs are rows of the database (small models) or files written side by side (large)."""
+    if blobs_in == "files":
+        from scheduler import blobs
+        monkeypatch.setattr(blobs, "SMALL_BLOB_BYTES", 8)
     co = Coordinator(tmp_path / "s.db")
     co.start()
     job_id = co.submit_job(small_spec(rounds=5, shards=2, extra=NO_VERIFY))
@@ -140,13 +145,16 @@ def test_round_commit_is_durable_and_matches_the_math(tmp_path):
     _wait(lambda: co.job(job_id).round == 1)
     expected = start - np.float32(0.5) * np.mean(updates, axis=0)
     np.testing.assert_allclose(co.job(job_id).params, expected, rtol=1e-5, atol=1e-7)
-    digest = co.job(job_id).params_digest
+    digest, params = co.job(job_id).params_digest, co.job(job_id).params.copy()
     co.stop()
 
     again = Coordinator(tmp_path / "s.db")
     assert again.job(job_id).round == 1 and again.job(job_id).params_digest == digest
+    np.testing.assert_array_equal(again.job(job_id).params, params)  # read back from the blob
     rows = again.store.query("SELECT COUNT(*) AS n FROM rounds WHERE job_id=?", (job_id,))
     assert rows[0]["n"] == 1
+    files = list((tmp_path / "s.db.blobs").rglob("*"))
+    assert any(f.name == digest for f in files) == (blobs_in == "files")
     again.stop()
 
 
