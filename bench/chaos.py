@@ -240,7 +240,8 @@ def worker_churn(spec_toml: str, workers: int, kill_fraction: float, workdir: Pa
                     rng.shuffle(holders)
                     rng.shuffle(others)
                     for index in (holders + others)[:math.ceil(kill_fraction * len(alive))]:
-                        victims.add(_worker_id(cluster.workdir / "keys" / f"worker-{index}.key"))
+                        if victim := _worker_id(cluster.workdir / "keys" / f"worker-{index}.key"):
+                            victims.add(victim)
                         cluster.kill_worker(index)
                         killed += 1
                         cluster.add_worker()

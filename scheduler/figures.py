@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from scheduler.errors import BENIGN_REJECTIONS, Reject
-from scheduler.jobs import JobRuntime, RoundSummary
+from scheduler.jobs import TERMINAL, JobRuntime, RoundSummary
 
 if TYPE_CHECKING:
     from scheduler.core import Coordinator
@@ -67,6 +67,14 @@ def worker_figures(co: "Coordinator") -> list[dict]:
         "credits": ledger.get(w.worker_id, {}).get("credits") or 0.0,
         "observed_gflops": w.speed / 1e9,
     } for w in sorted(records, key=lambda w: w.worker_id)]
+
+
+def round_closed_or_ended(co: "Coordinator", job_id: str, after: int) -> bool:
+    """Whether a round numbered above `after` has closed, or the job has ended: news a watcher
+    gets at once (other changes are mere progress)."""
+    job = co.job(job_id)
+    with co.lock:
+        return job.round - 1 > after or job.status in TERMINAL
 
 
 def rounds_after(co: "Coordinator", job_id: str, after: int) -> list[RoundSummary]:

@@ -138,7 +138,7 @@ def _store_large(co: "Coordinator", blobs: list[bytes]) -> list[str]:
         return digest
 
     if all(co.blobs.is_small(len(data)) for data in blobs):
-        return [sha256_hex(data) for data in blobs]  # no file: not worth a thread hand-off
+        return [store(data) for data in blobs]  # no file: not worth a thread hand-off
     if _blob_writers is None:
         _blob_writers = ThreadPoolExecutor(max_workers=3, thread_name_prefix="round-blobs")
     return list(_blob_writers.map(store, blobs))
@@ -159,7 +159,8 @@ def close_round(co: "Coordinator", job: JobRuntime) -> None:
     # coordinator restart. Large blobs are files written now, outside the lock; small ones are
     # rows of the round's own transaction below (one commit, not one per blob).
     blobs = [encode_tensor(a) for a in (new_params, job.optimizer.state(), aggregate)]
-    params_digest, optimizer_digest, aggregate_digest = _store_large(co, blobs)
+    digests = _store_large(co, blobs)
+    params_digest, optimizer_digest, aggregate_digest = digests
     _maybe_die(FaultPoint.BEFORE_COMMIT, round_no)
     now = co.clock()
     with co.lock:
@@ -167,9 +168,9 @@ def close_round(co: "Coordinator", job: JobRuntime) -> None:
         finished = (round_no + 1 >= job.spec.rounds
                     or (job.spec.target_accuracy > 0 and accuracy >= job.spec.target_accuracy))
         with co.store.transaction() as db:
-            for data in blobs:
+            for data, digest in zip(blobs, digests):
                 if co.blobs.is_small(len(data)):
-                    co.blobs.put(data)
+                    co.blobs.put(data, digest)
             db.execute("INSERT INTO rounds(job_id, round, params_digest, next_params_digest, loss,"
                        " accuracy, updates, wall_s, closed_at, aggregate_digest, applied_leases)"
                        " VALUES(?,?,?,?,?,?,?,?,?,?,?)",

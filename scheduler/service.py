@@ -263,11 +263,6 @@ class JobService(rpc.JobServiceServicer):
             events.append(event)
         return events
 
-    def _round_closed_or_ended(self, job_id: str, sent_round: int) -> bool:
-        job = self.co.job(job_id)
-        with self.co.lock:
-            return job.round - 1 > sent_round or job.status in TERMINAL
-
     async def WatchJob(self, request, context):
         async with rpc_errors(context):
             self.co.job(request.job_id)  # NOT_FOUND before the stream starts
@@ -281,7 +276,7 @@ class JobService(rpc.JobServiceServicer):
             # A closed round or the end goes out at once; other changes (a lease, a result) are
             # progress, sent at most every WATCH_PROGRESS_S: figures for each one cost the
             # coordinator ~0.5 ms of CPU, several times a round, on the cores the workers need.
-            if not self._round_closed_or_ended(request.job_id, sent_round):
+            if not figures.round_closed_or_ended(self.co, request.job_id, sent_round):
                 await asyncio.sleep(sent_at + WATCH_PROGRESS_S - loop.time())
             sent_at = loop.time()
             events = await self.blocking(self._events_since, request.job_id, sent_round)

@@ -4,8 +4,8 @@ Adaptive replication (BOINC style): a worker's shards get a second opinion until
 `replicate_until` consecutive valid results; after that only with probability 1/streak, so the
 expected extra compute of a trusted fleet decays like 1/streak. The second opinion is a replica
 computed by a distinct worker, or, for tasks cheap enough to recompute, the coordinator's own
-re-execution (`second_opinion`). Every accepted
-result that is not proven wrong extends the streak, checked or not.
+re-execution (`second_opinion`). Every accepted result that is not proven wrong extends the
+streak, checked or not.
 A disagreement is settled by the coordinator re-executing the shard: the result that matches the
 re-execution stands, any that does not is *proven wrong*.
 """
@@ -29,7 +29,7 @@ class Trust:
     banned: bool = False
 
 
-def wants_replica(trust: Trust, policy: VerificationPolicy, rng: random.Random) -> bool:
+def wants_second_opinion(trust: Trust, policy: VerificationPolicy, rng: random.Random) -> bool:
     if not policy.enabled:
         return False
     if trust.streak < policy.replicate_until:

@@ -85,7 +85,7 @@ class Verifier:
         if state is None:
             state = job.shard(shard)
             trust = self.co.workers[worker_id].trust
-            second_opinion = policy.wants_replica(trust, job.spec.verification, self.rng)
+            second_opinion = policy.wants_second_opinion(trust, job.spec.verification, self.rng)
             if second_opinion and policy.coordinator_checks(job.spec.verification, job.task_flops):
                 state.spot_check = True  # re-executed on arrival (see on_result)
             elif second_opinion:
@@ -188,11 +188,8 @@ class Verifier:
         future: Future = Future()
         try:
             future.set_result(reexecute(*args))
-        except Exception as exc:  # pragma: no cover - a bug; the pool's own retry takes over
-            log.warning("re-execution of round %d shard %d failed here: %r", round_no, shard, exc)
-            future = self._ensure_pool().submit(reexecute, *args)
-            future.add_done_callback(lambda f: self._apply_reference(job, round_no, shard, f))
-            return
+        except Exception as exc:  # handled like a pool failure (_on_reference)
+            future.set_exception(exc)
         self._apply_reference(job, round_no, shard, future)
 
     def _on_reference(self, job: JobRuntime, round_no: int, shard: int, future: Future) -> None:

@@ -15,7 +15,7 @@ from scheduler.spec import VerificationPolicy
 from scheduler.submission import Submission
 from scheduler.verification import (CHEAP_TASK_FLOPS, Trust, agree, coordinator_checks,
                                     record_agreement, record_proven_wrong, relative_distance,
-                                    wants_replica)
+                                    wants_second_opinion)
 from tests.conftest import small_spec
 from tests.test_core import Worker, _wait
 
@@ -23,10 +23,10 @@ from tests.test_core import Worker, _wait
 def test_replication_until_trusted_then_rarely():
     """New workers are always replicated; after N agreeing results only about 1/streak of the time."""
     policy, rng = VerificationPolicy(replicate_until=10), random.Random(0)
-    assert all(wants_replica(Trust(streak=s), policy, rng) for s in range(10))
-    rate = np.mean([wants_replica(Trust(streak=50), policy, rng) for _ in range(20000)])
+    assert all(wants_second_opinion(Trust(streak=s), policy, rng) for s in range(10))
+    rate = np.mean([wants_second_opinion(Trust(streak=50), policy, rng) for _ in range(20000)])
     assert rate == pytest.approx(1 / 50, abs=0.005)
-    assert not wants_replica(Trust(), VerificationPolicy(enabled=False), rng)
+    assert not wants_second_opinion(Trust(), VerificationPolicy(enabled=False), rng)
 
 
 def test_agreement_bitwise_or_within_tolerance():
