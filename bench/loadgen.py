@@ -98,9 +98,15 @@ class FleetStats:
     measuring: bool = False
 
 
+class StreamEnded(Exception):
+    """The coordinator closed a WorkStream without a status (it is shutting down)."""
+
+
 class SimWorker:
-    def __init__(self, stub: rpc.WorkerGatewayStub, task_s: float = 0.0):
+    def __init__(self, stub: rpc.WorkerGatewayStub, task_s: float = 0.0, stream: bool = True):
         self.stub = stub
+        self.use_stream = stream  # WorkStream, as the agent; False: one FetchTask call per task
+        self.stream = None
         self.task_s = task_s  # simulated compute per task (0: back to back, saturation)
         key = Ed25519PrivateKey.generate()
         self.key = signing.Signer(key)  # same signatures as the agent's key, made faster
@@ -129,7 +135,7 @@ class SimWorker:
             request.finished.CopyFrom(carried)
         request.params_held = self.params_digest
         started = time.perf_counter()
-        reply = await self.stub.FetchTask(request)
+        reply = await self.fetch(request)
         latency = time.perf_counter() - started
         if carried is not None and stats.measuring:
             if reply.finished.accepted:
@@ -172,6 +178,22 @@ class SimWorker:
         if self.task_s:  # jittered, so the fleet does not fall into lockstep
             await asyncio.sleep(self.task_s * random.uniform(0.5, 1.5))
 
+    async def fetch(self, request: pb.FetchTaskRequest) -> pb.FetchTaskReply:
+        if not self.use_stream:
+            return await self.stub.FetchTask(request)
+        if self.stream is None:
+            self.stream = self.stub.WorkStream()
+        try:
+            await self.stream.write(request)
+            reply = await self.stream.read()
+        except grpc.aio.AioRpcError:
+            self.stream = None  # the next task opens a new stream
+            raise
+        if reply is grpc.aio.EOF:
+            self.stream = None
+            raise StreamEnded
+        return reply
+
     async def run(self, stats: FleetStats, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
@@ -179,6 +201,11 @@ class SimWorker:
             except grpc.aio.AioRpcError as exc:
                 stats.errors[exc.code().name] += stats.measuring
                 await asyncio.sleep(0.05)
+            except StreamEnded:
+                stats.errors["STREAM_ENDED"] += stats.measuring
+                await asyncio.sleep(0.05)
+        if self.stream is not None:
+            await self.stream.done_writing()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -195,10 +222,10 @@ def rss_bytes(pid: int) -> int:
 
 
 async def drive_fleet(address: str, workers: int, warmup_s: float, duration_s: float,
-                      coordinator_pid: int, task_s: float = 0.0) -> dict:
+                      coordinator_pid: int, task_s: float = 0.0, stream: bool = True) -> dict:
     channels = [grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
                 for _ in range(max(1, -(-workers // WORKERS_PER_CHANNEL)))]
-    fleet = [SimWorker(rpc.WorkerGatewayStub(channels[i % len(channels)]), task_s)
+    fleet = [SimWorker(rpc.WorkerGatewayStub(channels[i % len(channels)]), task_s, stream)
              for i in range(workers)]
     settle_garbage_collector()  # as the coordinator does: the load generator allocates as much
     rss_before = rss_bytes(coordinator_pid)
@@ -313,7 +340,8 @@ def scale_markdown(report: dict) -> str:
 
 
 def run_scale(fleets: list[int], duration_s: float, warmup_s: float, out: Path,
-              profile: bool, verification: bool = True, task_s: float = 0.0, log=print) -> dict:
+              profile: bool, verification: bool = True, task_s: float = 0.0, log=print,
+              transport: str = "stream") -> dict:
     out.mkdir(parents=True, exist_ok=True)
     results, report_census = [], {}
     for workers in fleets:
@@ -332,7 +360,8 @@ def run_scale(fleets: list[int], duration_s: float, warmup_s: float, out: Path,
                     spy = profile_coordinator(cluster.coordinator.pid, warmup_s + duration_s + 5,
                                               out / "coordinator-profile.txt")
                 figures = asyncio.run(drive_fleet(cluster.address, workers, warmup_s, duration_s,
-                                                  cluster.coordinator.pid, task_s))
+                                                  cluster.coordinator.pid, task_s,
+                                                  stream=transport == "stream"))
                 job = client.get(job_id)
                 figures.update(rounds_closed=job["round"], results_accepted=job["results_accepted"])
                 client.cancel(job_id)
@@ -345,7 +374,7 @@ def run_scale(fleets: list[int], duration_s: float, warmup_s: float, out: Path,
             f"{figures['coordinator_rss_per_worker_kb']:.1f} KiB/worker")
         results.append(figures)
     report = {"fleets": results, "job": job_toml, "duration_s": duration_s,
-              "verification": verification, "task_ms": task_s * 1000}
+              "verification": verification, "task_ms": task_s * 1000, "transport": transport}
     raw = out / "coordinator-profile.txt"
     if profile and raw.exists():
         report["profile_hottest"] = hottest_frames(raw)
@@ -368,10 +397,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="simulated compute per task (jittered 0.5-1.5x); 0 runs back to back, "
                              "which measures saturation; with N workers it offers about "
                              "N / task seconds of load")
+    parser.add_argument("--transport", choices=("stream", "unary"), default="stream",
+                        help="FetchTask on one WorkStream per worker (as the agent), or one unary "
+                             "call per task")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     report = run_scale(args.fleet, args.duration, args.warmup, Path(args.out), args.profile,
                        verification=not args.no_verification, task_s=args.task_ms / 1000,
+                       transport=args.transport,
                        log=lambda line: print(line, file=sys.stderr))
     if args.json:
         print(json.dumps(report))

@@ -125,20 +125,31 @@ class WorkerGateway(rpc.WorkerGatewayServicer):
 
     async def FetchTask(self, request, context):
         async with rpc_errors(context):
-            reply = pb.FetchTaskReply()
-            if request.HasField("finished"):
-                verdict = await self._submit_inline(request.finished)
-                reply.finished.CopyFrom(verdict_to_pb(verdict))
-            wait_s = min(max(request.wait_ms, 0) / 1000.0, MAX_LONG_POLL_S)
-            grant, reply.waited_s = await self._long_poll(request.worker_id,
-                                                          request.session_token, wait_s)
-            if grant is not None:
-                reply.has_task = True
-                reply.lease.CopyFrom(convert.lease_to_pb(grant))
-                if grant.params_digest != request.params_held and grant.params_size <= CHUNK_BYTES:
-                    reply.params = await self._read_blob(grant.params_digest)
-            await self.group.durable()  # the verdict and the lease are on disk before we say so
-            return reply
+            return await self._fetch(request)
+
+    async def WorkStream(self, request_iterator, context):
+        """FetchTask over one stream: a message each way costs the coordinator ~0.06 ms of
+        gRPC machinery, a unary call ~0.19 ms (measured with an echo handler, 1,000 clients).
+        A typed error ends the stream with the status FetchTask would have returned."""
+        async with rpc_errors(context):
+            async for request in request_iterator:
+                yield await self._fetch(request)
+
+    async def _fetch(self, request: pb.FetchTaskRequest) -> pb.FetchTaskReply:
+        reply = pb.FetchTaskReply()
+        if request.HasField("finished"):
+            verdict = await self._submit_inline(request.finished)
+            reply.finished.CopyFrom(verdict_to_pb(verdict))
+        wait_s = min(max(request.wait_ms, 0) / 1000.0, MAX_LONG_POLL_S)
+        grant, reply.waited_s = await self._long_poll(request.worker_id,
+                                                      request.session_token, wait_s)
+        if grant is not None:
+            reply.has_task = True
+            reply.lease.CopyFrom(convert.lease_to_pb(grant))
+            if grant.params_digest != request.params_held and grant.params_size <= CHUNK_BYTES:
+                reply.params = await self._read_blob(grant.params_digest)
+        await self.group.durable()  # the verdict and the lease are on disk before we say so
+        return reply
 
     async def _read_blob(self, digest: str) -> bytes:
         small = self.co.blobs.get_small(digest)  # a row lookup: fine on the loop

@@ -137,12 +137,15 @@ def test_bench_quick_end_to_end(ray_session, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_loadgen_small_fleet_completes_signed_cycles(tmp_path):
-    """Five simulated workers register, lease, sign and get their results accepted."""
+@pytest.mark.parametrize("transport", ["stream", "unary"])
+def test_loadgen_small_fleet_completes_signed_cycles(tmp_path, transport):
+    """Five simulated workers register, lease, sign and get their results accepted, over
+    WorkStream and over one FetchTask call per task."""
     from bench.loadgen import run_scale
 
     report = run_scale([5], duration_s=1.5, warmup_s=0.5, out=tmp_path, profile=False,
-                       log=lambda line: None)
+                       log=lambda line: None, transport=transport)
+    assert report["transport"] == transport
     (fleet,) = report["fleets"]
     assert fleet["cycles"] > 0 and fleet["rejected"] == {} and fleet["errors"] == {}
     assert fleet["fetch_task_p50_ms"] <= fleet["fetch_task_p99_ms"]
