@@ -86,3 +86,26 @@ def test_cancelled_poll_leaves_nothing_parked(coordinator):
         time.sleep(0.02)
     assert not co.parked and not co.waiting
     channel.close()
+
+
+def test_a_burst_of_wake_ups_is_delivered_in_bounded_batches():
+    """A round barrier wakes every parked poll at once, from the round-driver thread. They are
+    resumed at most WAKE_BATCH per loop iteration, so the first replies need not wait for the
+    whole burst; every one is delivered, and each knows when its work appeared."""
+    from scheduler.service import WAKE_BATCH, LoopWaiter, WakeQueue
+
+    async def scenario():
+        wakes = WakeQueue(asyncio.get_running_loop())
+        waiters = [LoopWaiter(wakes) for _ in range(3 * WAKE_BATCH + 5)]
+        await asyncio.to_thread(lambda: [waiter.wake() for waiter in waiters])
+        seen = []
+        while not all(waiter.future.done() for waiter in waiters):
+            seen.append(sum(waiter.future.done() for waiter in waiters))
+            await asyncio.sleep(0)  # one loop iteration
+        seen.append(len(waiters))
+        return waiters, seen
+
+    waiters, seen = asyncio.run(scenario())
+    steps = [b - a for a, b in zip(seen, seen[1:])]
+    assert max(steps) <= WAKE_BATCH and sum(steps) == len(waiters) - seen[0]
+    assert all(waiter.woken_at is not None for waiter in waiters)
