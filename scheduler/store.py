@@ -11,11 +11,9 @@ Tasks are not stored: a shard of the current round is open until an accepted res
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,35 +130,10 @@ class Store:
                 self._group_open = False
                 self._db.execute("COMMIT")
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            outer = self._depth == 0
-            grouped = outer and threading.get_ident() == self._group_thread
-            if grouped:
-                if not self._group_open:
-                    self._db.execute("BEGIN IMMEDIATE")
-                    self._group_open = True
-                self._db.execute("SAVEPOINT operation")
-            elif outer:
-                self.commit_group()
-                self._db.execute("BEGIN IMMEDIATE")
-            self._depth += 1
-            try:
-                yield self._db
-            except BaseException:
-                self._depth -= 1
-                if grouped:  # undo this operation only, not the others in the group
-                    self._db.execute("ROLLBACK TO operation")
-                    self._db.execute("RELEASE operation")
-                elif outer:
-                    self._db.execute("ROLLBACK")
-                raise
-            self._depth -= 1
-            if grouped:
-                self._db.execute("RELEASE operation")
-            elif outer:
-                self._db.execute("COMMIT")
+    def transaction(self) -> "_Transaction":
+        """`with store.transaction() as db:` one atomic operation; nested ones join the outer.
+        On the group-commit thread it is a savepoint of the open group transaction."""
+        return _Transaction(self)
 
     def query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -215,3 +188,51 @@ class Store:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+class _Transaction:
+    """Store.transaction's context manager, a class: it wraps every write, and the generator
+    version cost ~2% of the coordinator at 1,000 workers. Holds the store lock throughout."""
+
+    __slots__ = ("store", "outer", "grouped")
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def __enter__(self) -> sqlite3.Connection:
+        store = self.store
+        store._lock.acquire()
+        try:
+            self.outer = outer = store._depth == 0
+            self.grouped = grouped = outer and threading.get_ident() == store._group_thread
+            if grouped:
+                if not store._group_open:
+                    store._db.execute("BEGIN IMMEDIATE")
+                    store._group_open = True
+                store._db.execute("SAVEPOINT operation")
+            elif outer:
+                store.commit_group()
+                store._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            store._lock.release()
+            raise
+        store._depth += 1
+        return store._db
+
+    def __exit__(self, kind, exc, traceback) -> bool:
+        store = self.store
+        try:
+            store._depth -= 1
+            if kind is not None:
+                if self.grouped:  # undo this operation only, not the others in the group
+                    store._db.execute("ROLLBACK TO operation")
+                    store._db.execute("RELEASE operation")
+                elif self.outer:
+                    store._db.execute("ROLLBACK")
+            elif self.grouped:
+                store._db.execute("RELEASE operation")
+            elif self.outer:
+                store._db.execute("COMMIT")
+        finally:
+            store._lock.release()
+        return False

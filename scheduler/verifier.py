@@ -15,7 +15,8 @@ import os
 import random
 import threading
 import time
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+import queue
+from concurrent.futures import Future, ProcessPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -54,12 +55,42 @@ def exit_with_parent(parent_pid: int, check_s: float = 1.0) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
+class HelperThread:
+    """One daemon thread running submitted calls in order. ThreadPoolExecutor.submit (a future,
+    locks, a thread-count check) cost ~4% of the coordinator with every result re-executed at
+    1,000 workers; a queue put costs a fraction. Calls pending at shutdown are dropped."""
+
+    def __init__(self, name: str):
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, function, *args) -> None:
+        self._calls.put((function, args))
+
+    def _run(self) -> None:
+        while (call := self._calls.get()) is not None:
+            if self._closed:
+                continue  # drain what is left without running it
+            function, args = call
+            try:
+                function(*args)
+            except Exception:  # the callers handle their own failures; never kill the thread
+                log.exception("helper call %r failed", function)
+
+    def shutdown(self) -> None:
+        self._closed = True
+        self._calls.put(None)
+        self._thread.join(timeout=10)
+
+
 class Verifier:
     def __init__(self, co: "Coordinator", seed: int | None = None):
         self.co = co
         self.rng = random.Random(seed)
         self._pool: ProcessPoolExecutor | None = None
-        self._inline = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reexecute")
+        self._inline = HelperThread("reexecute")
 
     def warm(self) -> None:
         """Start the pool process now, so the first spot check does not wait for its imports."""
@@ -74,7 +105,7 @@ class Verifier:
         return self._pool
 
     def close(self) -> None:
-        self._inline.shutdown(wait=True, cancel_futures=True)
+        self._inline.shutdown()
         if self._pool is not None:
             # waiting (a re-execution takes milliseconds) lets the pool release its semaphores
             self._pool.shutdown(wait=True, cancel_futures=True)
