@@ -271,10 +271,13 @@ class Verifier:
             self._discard_pending(worker.worker_id)
 
     def _discard_pending(self, worker_id: str) -> None:
-        """A banned worker's unsettled results in every open round go; their shards reopen."""
+        """A banned worker's leases and unsettled results in every open round go; their shards
+        reopen. Each reopened shard wakes a parked poll: without that wake-up, the honest
+        workers slept out their long-poll (5 s) while the shard waited."""
         for job in self.co.jobs.values():
             for lease in job.leases_of(worker_id):
                 job.end_lease(lease, "cancelled")
+                self.co.offer_work(1)  # its shard wants a copy again: wake a parked poll
             for state in job.shards.values():
                 for result in [r for r in state.results if r.worker_id == worker_id]:
                     if state.settled is None:

@@ -218,3 +218,32 @@ def test_trusted_streak_grows_with_unchecked_results(tmp_path):
     assert co.submit_result(*worker.work_one()).accepted
     assert co.workers[worker.id].trust.streak == before + 1
     co.stop()
+
+
+def test_a_banned_workers_leases_go_to_parked_workers(tmp_path):
+    """The liar holds a second lease when it is banned; that shard reopens and a worker parked
+    in a long-poll is woken for it, not left to sleep out its poll."""
+    from scheduler.core import ThreadWaiter
+
+    co = Coordinator(tmp_path / "s.db")
+    co.start()
+    job_id = co.submit_job(small_spec(rounds=5, shards=2, extra=BY_REPLICA + "ban_after = 1\n"))
+    honest, liar, idle = Worker(co), Worker(co), Worker(co)
+    bad_sub, payload = liar.work_one()
+    held = co.fetch_task(liar.id, liar.token)  # the liar's second lease, never answered
+    assert held.lease.shard != bad_sub.shard
+    good = honest.work_one()
+    if good[0].shard != bad_sub.shard:  # the honest worker must replicate the liar's shard
+        good = honest.work_one()
+    assert good[0].shard == bad_sub.shard
+    while co.fetch_task(idle.id, idle.token) is not None:
+        pass  # the idle worker takes every copy left, so nothing is open when it parks
+    waiter = ThreadWaiter()
+    assert co.poll_task(idle.id, idle.token, waiter) is None
+    flipped = encode_tensor(-4 * np.frombuffer(payload, "<f4"))
+    assert co.submit_result(*good).accepted
+    assert co.submit_result(_signed(liar, bad_sub, flipped), flipped).accepted
+    _wait(lambda: co.workers[liar.id].trust.banned)
+    assert waiter.event.wait(5.0), "the banned worker's shard woke no parked poll"
+    co.unpark(waiter)
+    co.stop()
