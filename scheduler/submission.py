@@ -6,7 +6,6 @@ result is recorded in one transaction with its lease and ledger entry.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -136,9 +135,7 @@ class ResultCheck:
             update = decode_tensor(payload, expected_len)
         except BlobError as exc:
             raise ResultRejected(Reject.WRONG_SHAPE, str(exc)) from None
-        # One float64 sum instead of isfinite + all: finite float32 values cannot overflow it,
-        # and any NaN or Inf makes it non-finite.
-        if not math.isfinite(update.sum(dtype=np.float64)):
+        if not np.isfinite(update).all():
             raise ResultRejected(Reject.NON_FINITE, "update contains NaN or Inf")
         return update
 

@@ -164,3 +164,15 @@ def test_hottest_frames_counts_each_function_once_per_sample(tmp_path):
                    "run (x.py:1);submit (scheduler/submission.py:5) 1\n")
     shares = {row["function"]: row["share"] for row in hottest_frames(raw)}
     assert shares == {"fetch_task (scheduler/core.py)": 0.75, "submit (scheduler/submission.py)": 0.25}
+
+
+def test_transport_bench_measures_both_shapes():
+    """bench.transport runs a real echo server process and reports each transport's cost."""
+    from bench.transport import run_transport
+
+    report = run_transport(clients=20, seconds=1.0, calls=50)
+    for name in ("unary", "stream"):
+        row = report[name]
+        assert row["exchanges_per_s"] > 0 and row["server_cpu_ms_per_exchange"] > 0
+        assert row["round_trip_ms"] > 0
+    assert report["server_cpu_ratio"] > 0 and report["round_trip_ratio"] > 0
