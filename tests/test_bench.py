@@ -176,3 +176,14 @@ def test_transport_bench_measures_both_shapes():
         assert row["exchanges_per_s"] > 0 and row["server_cpu_ms_per_exchange"] > 0
         assert row["round_trip_ms"] > 0
     assert report["server_cpu_ratio"] > 0 and report["round_trip_ratio"] > 0
+
+
+def test_barrier_bench_leases_every_parked_worker(tmp_path):
+    """bench.barrier parks a fleet on a real coordinator, then one job reaches all of it."""
+    from bench.barrier import run_barrier
+
+    report = run_barrier(workers=20, bursts=1, workdir=tmp_path)
+    (burst,) = report["bursts"]
+    assert burst["leased"] == 20
+    assert 0 <= burst["p50_ms"] <= burst["last_ms"]
+    assert report["coordinator_cpu_ms_per_lease"] >= 0
