@@ -49,6 +49,8 @@ class WorkerRecord:
     registered_ms: int = 0   # timestamp of the last accepted registration: replays must be newer
     speed: float = 0.0       # EWMA of observed FLOP/s, lease to result; 0 until a first result
     last_leased: float = 0.0  # when it last got a lease (deferring may not starve it)
+    streams: int = 0          # its open WorkStreams
+    stream_lost: bool = False  # its last WorkStream ended and no other is open: likely dead
 
 
 class Waiter(Protocol):
@@ -292,6 +294,11 @@ class Coordinator:
                     return grant
                 if not waiter.event.wait(remaining):
                     self.unpark(waiter)
+
+    def stream_changed(self, worker_id: str, opened: bool) -> None:
+        """A worker's WorkStream opened, or ended (see Leasing.on_stream)."""
+        with self.lock:
+            self.leasing.on_stream(worker_id, opened)
 
     def read_blob(self, digest: str) -> bytes:
         return self.blobs.get(digest)

@@ -75,6 +75,27 @@ class Leasing:
                               job.workload_json, signature), deferred
         return None, deferred
 
+    def on_stream(self, worker_id: str, opened: bool) -> None:
+        """A worker's WorkStream opened or ended. The worker holds its stream open while it
+        computes, so a stream ending with no other open is the first sign of a dead worker (a
+        killed process's connection closes at once): its leases become backup candidates now,
+        instead of once overdue. They stay valid, so a worker that merely reconnects, or hands
+        in its last result while stopping, loses nothing."""
+        worker = self.co.workers.get(worker_id)
+        if worker is None:
+            return
+        worker.streams += 1 if opened else -1
+        worker.stream_lost = worker.streams == 0
+        if not worker.stream_lost:
+            return
+        held = 0
+        for job in self.co.jobs.values():
+            leases = job.leases_of(worker_id)
+            if leases:
+                held += len(leases)
+                job.straggler_view = None  # idle polls must see it now, not in 0.1 s
+        self.co.offer_work(held)
+
     def _should_defer(self, job: JobRuntime, worker: WorkerRecord) -> bool:
         """Leave this job's open copies to clearly faster workers idle right now (see
         placement.defer_to_faster); only those that could take an open copy count."""
@@ -120,6 +141,8 @@ class Leasing:
 
         def expected_finish(lease: Lease) -> float:
             holder = co.workers.get(lease.worker_id)
+            if holder is not None and holder.stream_lost:
+                return float("inf")  # its connection closed: count on nothing
             speed = holder.speed if holder and holder.speed > 0 else typical
             return placement.expected_finish(lease.issued_at,
                                              placement.expected_seconds(job.task_flops, speed),

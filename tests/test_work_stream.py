@@ -1,6 +1,7 @@
 """WorkStream: FetchTask on one long-lived stream, against a real coordinator on 127.0.0.1.
 Each request gets its reply in order on the same stream; a typed error ends the stream with
-FetchTask's status and the next fetch opens a new one; an overdue reply cancels the stream."""
+FetchTask's status and the next fetch opens a new one; an overdue reply cancels the stream; a
+worker whose stream ends has its leases backed up at once."""
 from __future__ import annotations
 
 import threading
@@ -10,7 +11,9 @@ import grpc
 import pytest
 
 from protos import shardgrid_pb2 as pb
+from scheduler.core import Coordinator
 from tests.conftest import small_spec
+from tests.test_core import NO_VERIFY, Worker, _wait
 from tests.test_protocol import RawWorker
 from worker.task_stream import TaskStream
 
@@ -86,3 +89,41 @@ def test_overdue_reply_cancels_the_stream_and_leaves_nothing_parked(coordinator)
     while (co.parked or co.waiting) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not co.parked and not co.waiting
+
+
+def test_a_lost_stream_makes_its_leases_backup_candidates(tmp_path):
+    """The holder is expected to finish in 10 s, the idle worker would need 20 s: no backup while
+    the holder's stream is open. Once it ends, the idle worker backs the shard up at once, and
+    the holder's lease stays valid (a reconnecting worker loses nothing)."""
+    co = Coordinator(tmp_path / "s.db")
+    job_id = co.submit_job(small_spec(rounds=3, shards=1, extra=NO_VERIFY))
+    holder, idle = Worker(co), Worker(co)
+    flops = co.job(job_id).task_flops
+    co.workers[holder.id].speed = flops / 10
+    co.workers[idle.id].speed = flops / 20
+    co.stream_changed(holder.id, opened=True)
+    grant = co.fetch_task(holder.id, holder.token)
+    assert co.fetch_task(idle.id, idle.token) is None
+    co.stream_changed(holder.id, opened=False)
+    backup = co.fetch_task(idle.id, idle.token)
+    assert backup is not None and backup.lease.shard == grant.lease.shard
+    assert grant.lease.lease_id in co.job(job_id).leases
+    co.stop()
+
+
+def test_the_stream_handler_reports_open_and_end_for_checked_sessions_only(coordinator, job):
+    co = coordinator.coordinator
+    worker = RawWorker(coordinator.address)
+    stranger = TaskStream(worker.stub)  # names the worker with a wrong token: refused, not counted
+    with pytest.raises(grpc.RpcError):
+        stranger.fetch(pb.FetchTaskRequest(worker_id=worker.worker_id, session_token=b"forged"),
+                       timeout_s=10)
+    assert co.workers[worker.worker_id].streams == 0
+    assert not co.workers[worker.worker_id].stream_lost
+    tasks = TaskStream(worker.stub)
+    tasks.fetch(pb.FetchTaskRequest(worker_id=worker.worker_id, session_token=worker.token,
+                                    wait_ms=3000), timeout_s=10)
+    assert co.workers[worker.worker_id].streams == 1
+    tasks.close()
+    _wait(lambda: co.workers[worker.worker_id].stream_lost)
+    assert co.workers[worker.worker_id].streams == 0
