@@ -14,7 +14,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -24,6 +24,7 @@ from scheduler.blobs import BlobStore
 from scheduler.errors import GatewayError, JobNotFound, Reject
 from scheduler.jobs import TERMINAL, JobRuntime, Lease
 from scheduler.leasing import LeaseGrant, Leasing
+from scheduler.polling import Polling, ThreadWaiter, Waiter
 from scheduler.spec import parse_spec
 from scheduler.store import Store, dumps
 from scheduler.submission import ResultCheck, Submission, Verdict
@@ -51,44 +52,6 @@ class WorkerRecord:
     last_leased: float = 0.0  # when it last got a lease (deferring may not starve it)
     streams: int = 0          # its open WorkStreams
     stream_lost: bool = False  # its last WorkStream ended and no other is open: likely dead
-
-
-class Waiter(Protocol):
-    """A parked long-poll. `wake` is called with the lock held, from any thread."""
-
-    def wake(self) -> None: ...
-
-
-class ThreadWaiter:
-    """A long-poll parked in a plain thread (in-process callers, tests)."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-
-    def wake(self) -> None:
-        self.event.set()
-
-
-class Polling:
-    """Context of one long-poll (Coordinator.polling). A class, not a generator: it wraps every
-    FetchTask, where contextlib's machinery cost ~1.5% of the event loop at 1,000 workers."""
-
-    __slots__ = ("co", "worker_id")
-
-    def __init__(self, co: "Coordinator", worker_id: str):
-        self.co, self.worker_id = co, worker_id
-
-    def __enter__(self) -> None:
-        with self.co.lock:
-            waiting = self.co.waiting
-            waiting[self.worker_id] = waiting.get(self.worker_id, 0) + 1
-
-    def __exit__(self, *exc) -> None:
-        with self.co.lock:
-            waiting = self.co.waiting
-            waiting[self.worker_id] -= 1
-            if not waiting[self.worker_id]:
-                del waiting[self.worker_id]
 
 
 class Coordinator:

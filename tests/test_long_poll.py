@@ -12,7 +12,8 @@ from protos import shardgrid_pb2 as pb
 from protos import shardgrid_pb2_grpc as rpc
 from protos import signing
 from protos.codec import GRPC_OPTIONS
-from scheduler.core import Coordinator, ThreadWaiter
+from scheduler.core import Coordinator
+from scheduler.polling import ThreadWaiter
 from tests.conftest import small_spec
 
 PROFILE = {"cores": 1, "device_class": "cpu"}

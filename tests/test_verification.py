@@ -223,7 +223,7 @@ def test_trusted_streak_grows_with_unchecked_results(tmp_path):
 def test_a_banned_workers_leases_go_to_parked_workers(tmp_path):
     """The liar holds a second lease when it is banned; that shard reopens and a worker parked
     in a long-poll is woken for it, not left to sleep out its poll."""
-    from scheduler.core import ThreadWaiter
+    from scheduler.polling import ThreadWaiter
 
     co = Coordinator(tmp_path / "s.db")
     co.start()
