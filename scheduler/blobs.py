@@ -31,6 +31,9 @@ SMALL_BLOB_BYTES = 64 * 1024
 # were written, and the round reads back the updates it just accepted. Re-reading them from
 # files cost the coordinator ~13 ms of CPU a round on a 1.2 MB model.
 RECENT_BYTES = 64 * 2**20
+# Charged per remembered blob on top of its size: tens of thousands of 40-byte updates must not
+# hold far more memory than the budget says.
+ENTRY_COST_BYTES = 1024
 
 # Rows read per query when many blobs are fetched at once (SQLite's default variable limit
 # is 32,766; this keeps each statement small).
@@ -62,10 +65,10 @@ class BlobStore:
                 self._recent.move_to_end(digest)
                 return
             self._recent[digest] = data
-            self._recent_bytes += len(data)
+            self._recent_bytes += len(data) + ENTRY_COST_BYTES
             while self._recent_bytes > RECENT_BYTES:
                 _, old = self._recent.popitem(last=False)
-                self._recent_bytes -= len(old)
+                self._recent_bytes -= len(old) + ENTRY_COST_BYTES
 
     def _recalled(self, digest: str) -> bytes | None:
         with self._recent_lock:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import queue
 import random
 import threading
 import time
-import queue
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import TYPE_CHECKING
 

@@ -94,6 +94,7 @@ def test_recent_large_blobs_are_served_from_memory_within_a_budget(tmp_path, mon
 
     monkeypatch.setattr(blob_module, "SMALL_BLOB_BYTES", 8)
     monkeypatch.setattr(blob_module, "RECENT_BYTES", 400)
+    monkeypatch.setattr(blob_module, "ENTRY_COST_BYTES", 0)
     blobs = BlobStore(tmp_path / "blobs")
     first, second, third = (os.urandom(100) for _ in range(3))
     digests = [blobs.put(first), blobs.put(second, sha256_hex(second)), blobs.put(third)]
@@ -106,3 +107,24 @@ def test_recent_large_blobs_are_served_from_memory_within_a_budget(tmp_path, mon
     with pytest.raises(BlobNotFound):
         blobs.get(digests[1])                                  # least recently used: evicted
     assert blobs.get(digests[2]) == third
+
+
+def test_small_blobs_read_again_come_from_memory_and_count_against_the_budget(tmp_path,
+                                                                                 monkeypatch):
+    """A small blob read from its row is kept in memory (a round's parameters are read once per
+    lease); each kept blob costs ENTRY_COST_BYTES on top of its size, so thousands of tiny
+    updates cannot outgrow the budget."""
+    from scheduler import blobs as blob_module
+    from scheduler.store import Store
+
+    monkeypatch.setattr(blob_module, "RECENT_BYTES", 4 * (blob_module.ENTRY_COST_BYTES + 40))
+    store = Store(tmp_path / "s.db")
+    blobs = blob_module.BlobStore(tmp_path / "blobs", store)
+    with store.transaction():
+        digests = [blobs.put(bytes([i]) * 40) for i in range(10)]
+    for digest in digests:
+        assert blobs.get_cheap(digest) is not None
+    assert len(blobs._recent) == 4                          # the budget, not the count read
+    store.execute("DELETE FROM blobs WHERE digest=?", (digests[-1],))
+    assert blobs.get_cheap(digests[-1]) == bytes([9]) * 40  # served from memory
+    store.close()

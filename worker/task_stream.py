@@ -1,8 +1,9 @@
 """FetchTask over one long-lived WorkStream, used like a blocking unary call.
 
-A stream message costs both ends less than a unary call (the coordinator about a third of its
-per-call gRPC cost; a round trip here ~0.3 ms instead of ~0.55 ms), and a worker asks for one
-task at a time, so the stream is a queue of requests and an iterator of replies in lockstep.
+A stream message costs both ends less than a unary call (python -m bench.transport: the server
+a third of the CPU, this blocking client's round trip 0.23 ms instead of 0.57 ms), and a worker
+asks for one task at a time, so the stream is a queue of requests and an iterator of replies in
+lockstep.
 A broken stream is dropped and the next fetch opens a new one; the caller sees the error as it
 would a failed FetchTask.
 """
