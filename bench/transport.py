@@ -7,6 +7,8 @@ Two figures per transport, each beside the other as a ratio:
 - server CPU per exchange: a grpc.aio echo server in its own process, `--clients` concurrent
   grpc.aio clients in this one (the coordinator's situation with a fleet of workers);
 - round-trip time of one blocking client (the worker agent's situation: grpc's sync API).
+And the server's CPU per reply when `--clients` parked streams are answered at once, as at a
+round barrier: the part of a barrier's cost that is gRPC's alone.
 """
 from __future__ import annotations
 
@@ -38,10 +40,28 @@ async def _serve(port_queue) -> None:
         async for request in requests:
             yield request
 
+    release = asyncio.Event()  # a round barrier's shape: every parked stream answered at once
+
+    async def parked(requests, context):
+        async for request in requests:
+            await release.wait()
+            yield request
+
+    async def go(request, context):
+        release.set()
+        return b""
+
+    async def rearm(request, context):
+        release.clear()
+        return b""
+
     server = grpc.aio.server(options=[("grpc.max_concurrent_streams", 1 << 20)])
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {
         "Unary": grpc.unary_unary_rpc_method_handler(unary, _same, _same),
-        "Stream": grpc.stream_stream_rpc_method_handler(stream, _same, _same)}),))
+        "Stream": grpc.stream_stream_rpc_method_handler(stream, _same, _same),
+        "Parked": grpc.stream_stream_rpc_method_handler(parked, _same, _same),
+        "Go": grpc.unary_unary_rpc_method_handler(go, _same, _same),
+        "Rearm": grpc.unary_unary_rpc_method_handler(rearm, _same, _same)}),))
     port_queue.put(server.add_insecure_port("127.0.0.1:0"))
     await server.start()
     await server.wait_for_termination()
@@ -87,6 +107,37 @@ async def _fleet_cost(address: str, server_pid: int, transport: str, clients: in
             "server_cpu_ms_per_exchange": 1000 * server_cpu / max(1, exchanges)}
 
 
+async def _burst_cost(address: str, server_pid: int, clients: int, bursts: int) -> dict:
+    """`clients` streams parked on the server, then all released at once: the server's CPU per
+    reply, which is what gRPC alone costs a coordinator at a round barrier."""
+    channels = [grpc.aio.insecure_channel(address) for _ in range(max(1, clients // 50))]
+    streams = [channels[i % len(channels)].stream_stream(
+        f"/{SERVICE}/Parked", request_serializer=_same, response_deserializer=_same)()
+        for i in range(clients)]
+    control = channels[0]
+    go = control.unary_unary(f"/{SERVICE}/Go", request_serializer=_same,
+                             response_deserializer=_same)
+    rearm = control.unary_unary(f"/{SERVICE}/Rearm", request_serializer=_same,
+                                response_deserializer=_same)
+    cpu_ms = []
+    for burst in range(bursts + 1):  # the first one opens the streams: not counted
+        await rearm(b"")
+        for stream in streams:
+            await stream.write(PAYLOAD)
+        await asyncio.sleep(1.0)  # every request reaches its handler and parks
+        cpu = cpu_seconds(server_pid)
+        await go(b"")
+        await asyncio.gather(*(stream.read() for stream in streams))
+        if burst:
+            cpu_ms.append(1000 * (cpu_seconds(server_pid) - cpu))
+    for stream in streams:
+        await stream.done_writing()
+    for channel in channels:
+        await channel.close()
+    median = sorted(cpu_ms)[len(cpu_ms) // 2]  # /proc counts CPU in 10 ms ticks
+    return {"server_cpu_ms_per_burst": median, "server_cpu_ms_per_reply": median / clients}
+
+
 def _round_trip_ms(address: str, transport: str, calls: int) -> float:
     """Mean time of `calls` sequential round trips from one blocking client."""
     with grpc.insecure_channel(address) as channel:
@@ -112,7 +163,8 @@ def _round_trip_ms(address: str, transport: str, calls: int) -> float:
         return 1000 * elapsed / calls
 
 
-def run_transport(clients: int = 1000, seconds: float = 8.0, calls: int = 3000) -> dict:
+def run_transport(clients: int = 1000, seconds: float = 8.0, calls: int = 3000,
+                  bursts: int = 5) -> dict:
     context = multiprocessing.get_context("spawn")  # gRPC and fork do not mix
     port_queue = context.Queue()
     server = context.Process(target=_server_process, args=(port_queue,), daemon=True)
@@ -123,6 +175,7 @@ def run_transport(clients: int = 1000, seconds: float = 8.0, calls: int = 3000) 
         for transport in ("unary", "stream"):
             fleet = asyncio.run(_fleet_cost(address, server.pid, transport, clients, seconds))
             report[transport] = {**fleet, "round_trip_ms": _round_trip_ms(address, transport, calls)}
+        report["burst"] = asyncio.run(_burst_cost(address, server.pid, clients, bursts))
     finally:
         server.kill()
         server.join(timeout=10)
@@ -149,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
               f"lone blocking client {row['round_trip_ms']:.3f} ms per round trip", file=sys.stderr)
     print(f"stream / unary: server CPU {report['server_cpu_ratio']:.2f}x, "
           f"round trip {report['round_trip_ratio']:.2f}x", file=sys.stderr)
+    burst = report["burst"]
+    print(f"{args.clients:,} parked streams answered at once: server CPU "
+          f"{burst['server_cpu_ms_per_burst']:.0f} ms, {burst['server_cpu_ms_per_reply']:.3f} ms "
+          "per reply", file=sys.stderr)
     if args.json:
         print(json.dumps(report))
     return 0

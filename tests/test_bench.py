@@ -170,12 +170,13 @@ def test_transport_bench_measures_both_shapes():
     """bench.transport runs a real echo server process and reports each transport's cost."""
     from bench.transport import run_transport
 
-    report = run_transport(clients=20, seconds=1.0, calls=50)
+    report = run_transport(clients=20, seconds=1.0, calls=50, bursts=1)
     for name in ("unary", "stream"):
         row = report[name]
         assert row["exchanges_per_s"] > 0 and row["server_cpu_ms_per_exchange"] > 0
         assert row["round_trip_ms"] > 0
     assert report["server_cpu_ratio"] > 0 and report["round_trip_ratio"] > 0
+    assert report["burst"]["server_cpu_ms_per_reply"] >= 0
 
 
 def test_barrier_bench_leases_every_parked_worker(tmp_path):
