@@ -22,7 +22,7 @@ import time
 
 import grpc
 
-from bench.loadgen import cpu_seconds
+from bench.loadgen import WORKERS_PER_CHANNEL, cpu_seconds
 
 PAYLOAD = b"x" * 600  # about a FetchTask reply with a lease and 10 parameters inline
 SERVICE = "shardgrid.bench.Echo"
@@ -30,6 +30,12 @@ SERVICE = "shardgrid.bench.Echo"
 
 def _same(data: bytes) -> bytes:
     return data
+
+
+def _channels(address: str, clients: int) -> list[grpc.aio.Channel]:
+    """Connections shared by the clients as the load generator's workers share them."""
+    return [grpc.aio.insecure_channel(address)
+            for _ in range(max(1, -(-clients // WORKERS_PER_CHANNEL)))]
 
 
 async def _serve(port_queue) -> None:
@@ -74,7 +80,7 @@ def _server_process(port_queue) -> None:
 async def _fleet_cost(address: str, server_pid: int, transport: str, clients: int,
                       seconds: float) -> dict:
     """Exchanges per second and server CPU per exchange with `clients` busy clients."""
-    channels = [grpc.aio.insecure_channel(address) for _ in range(max(1, clients // 50))]
+    channels = _channels(address, clients)
     done, stop = [0], asyncio.Event()
 
     async def client(channel) -> None:
@@ -110,7 +116,7 @@ async def _fleet_cost(address: str, server_pid: int, transport: str, clients: in
 async def _burst_cost(address: str, server_pid: int, clients: int, bursts: int) -> dict:
     """`clients` streams parked on the server, then all released at once: the server's CPU per
     reply, which is what gRPC alone costs a coordinator at a round barrier."""
-    channels = [grpc.aio.insecure_channel(address) for _ in range(max(1, clients // 50))]
+    channels = _channels(address, clients)
     streams = [channels[i % len(channels)].stream_stream(
         f"/{SERVICE}/Parked", request_serializer=_same, response_deserializer=_same)()
         for i in range(clients)]

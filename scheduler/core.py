@@ -218,7 +218,7 @@ class Coordinator:
                     self._expire(job, lease)
 
     # ------------------------------------------------------------------ tasks
-    def polling(self, worker_id: str) -> "Polling":
+    def polling(self, worker_id: str) -> Polling:
         """Marks the worker idle-and-asking for the whole long-poll (placement defers to such
         workers when they are faster): `with co.polling(worker_id): ...`."""
         return Polling(self, worker_id)

@@ -227,7 +227,7 @@ def test_a_banned_workers_leases_go_to_parked_workers(tmp_path):
 
     co = Coordinator(tmp_path / "s.db")
     co.start()
-    job_id = co.submit_job(small_spec(rounds=5, shards=2, extra=BY_REPLICA + "ban_after = 1\n"))
+    co.submit_job(small_spec(rounds=5, shards=2, extra=BY_REPLICA + "ban_after = 1\n"))
     honest, liar, idle = Worker(co), Worker(co), Worker(co)
     bad_sub, payload = liar.work_one()
     held = co.fetch_task(liar.id, liar.token)  # the liar's second lease, never answered
